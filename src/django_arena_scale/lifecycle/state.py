@@ -1,0 +1,125 @@
+"""The replica's lifecycle: STARTING -> READY -> DRAINING, plus liveness bookkeeping.
+
+Pure Python (no Django import): the clock and the drain-file path are injected, so the unit
+tests need no sleeps.  One :class:`Lifecycle` per process, returned by :func:`get_lifecycle`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+import time
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+
+
+class State(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+
+
+class Lifecycle:
+    """Thread-safe lifecycle state of one process.
+
+    ``state`` is DRAINING when :meth:`begin_drain` was called or the drain file exists
+    (checked with one ``stat`` per call, no caching, so ``rm`` takes effect at once).
+    """
+
+    def __init__(
+        self,
+        *,
+        drain_file: str | None = None,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.drain_file = drain_file
+        self._ready = False
+        self._draining = False
+        self._broken: str | None = None
+        self._last_heartbeat: float | None = None
+        self.started_at = wall_clock()
+        self._started_mono = clock()
+
+    def __repr__(self) -> str:
+        return f"<Lifecycle state={self.state.value}>"
+
+    # --- readiness ----------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        if self._draining or self.drain_file_present():
+            return State.DRAINING
+        return State.READY if self._ready else State.STARTING
+
+    def drain_file_present(self) -> bool:
+        return bool(self.drain_file) and os.path.exists(self.drain_file)  # type: ignore[arg-type]
+
+    def mark_ready(self) -> None:
+        with self._lock:
+            self._ready = True
+
+    def begin_drain(self) -> None:
+        with self._lock:
+            self._draining = True
+
+    def end_drain(self) -> None:
+        """Leave DRAINING set by :meth:`begin_drain` (a present drain file still wins)."""
+        with self._lock:
+            self._draining = False
+
+    @property
+    def draining_requested(self) -> bool:
+        return self._draining
+
+    # --- liveness -----------------------------------------------------------------------
+    def mark_broken(self, reason: str) -> None:
+        """Declare the process unrecoverable: /live/ answers 503 until it is restarted."""
+        with self._lock:
+            self._broken = reason
+
+    @property
+    def broken(self) -> str | None:
+        return self._broken
+
+    def heartbeat(self) -> None:
+        self._last_heartbeat = self._clock()
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the last heartbeat, or None if no heartbeat was ever recorded."""
+        last = self._last_heartbeat
+        return None if last is None else self._clock() - last
+
+    def is_live(self, heartbeat_timeout: float) -> bool:
+        if self._broken is not None:
+            return False
+        age = self.heartbeat_age()
+        return age is None or age <= heartbeat_timeout
+
+    def uptime(self) -> float:
+        return self._clock() - self._started_mono
+
+
+_lifecycle: Lifecycle | None = None
+_lifecycle_lock = threading.Lock()
+
+
+def get_lifecycle() -> Lifecycle:
+    """The process-wide lifecycle (created on first use)."""
+    global _lifecycle
+    if _lifecycle is None:
+        with _lifecycle_lock:
+            if _lifecycle is None:
+                _lifecycle = Lifecycle()
+    return _lifecycle
+
+
+def reset_lifecycle(lifecycle: Lifecycle | None = None) -> Lifecycle:
+    """Replace the process-wide lifecycle (tests, and a forked worker starting afresh)."""
+    global _lifecycle
+    with _lifecycle_lock:
+        _lifecycle = lifecycle or Lifecycle()
+        return _lifecycle
