@@ -1,0 +1,216 @@
+"""JSON API, login and the SSE token stream of the example arena."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import authenticate, login, logout
+from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import get_token
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from arena import llm
+from arena.models import Message
+
+HOSTNAME = socket.gethostname()
+
+
+def replica_name() -> str:
+    """The name e2e tests use to tell replicas apart (``ARENA_REPLICA_NAME`` or host:pid)."""
+    return os.environ.get("ARENA_REPLICA_NAME") or f"{HOSTNAME}:{os.getpid()}"
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any] | None:
+    if request.content_type != "application/json":
+        return None
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _user_json(request: HttpRequest) -> str | None:
+    user = request.user
+    return user.get_username() if user.is_authenticated else None
+
+
+# Login takes JSON only: a cross-site HTML form cannot send application/json without a CORS
+# preflight, which is what makes exempting this one view from CSRF safe.  The response sets the
+# csrftoken cookie and returns it, for the X-CSRFToken header of later unsafe requests.
+@csrf_exempt
+@require_POST
+def login_view(request: HttpRequest) -> JsonResponse:
+    body = _json_body(request)
+    if body is None:
+        return JsonResponse({"error": "expected a JSON object body"}, status=400)
+    user = authenticate(
+        request, username=str(body.get("username", "")), password=str(body.get("password", ""))
+    )
+    if user is None:
+        return JsonResponse({"error": "invalid credentials"}, status=401)
+    login(request, user)
+    return JsonResponse({"user": user.get_username(), "csrf_token": get_token(request)})
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> JsonResponse:
+    logout(request)
+    return JsonResponse({"user": None})
+
+
+@require_GET
+def ping(request: HttpRequest) -> JsonResponse:
+    """The trivial baseline view benchmarks compare probes against."""
+    return JsonResponse({"pong": True})
+
+
+@require_GET
+def whoami(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        {
+            "replica": replica_name(),
+            "hostname": HOSTNAME,
+            "pid": os.getpid(),
+            "user": _user_json(request),
+            "session_posted": request.session.get("posted", 0),
+        }
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def messages(request: HttpRequest) -> JsonResponse:
+    if request.method == "GET":
+        try:
+            limit = max(1, min(int(request.GET.get("limit", "50")), 200))
+        except ValueError:
+            return JsonResponse({"error": "limit should be an integer"}, status=400)
+        items = Message.objects.select_related("author")[:limit]
+        return JsonResponse({"messages": [m.as_json() for m in items]})
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "authentication required"}, status=401)
+    body = _json_body(request)
+    text = body.get("text") if body is not None else None
+    if not isinstance(text, str) or not text.strip() or len(text) > 2000:
+        return JsonResponse({"error": "expected {'text': '<1-2000 characters>'}"}, status=400)
+    message = Message.objects.create(author=request.user, text=text, replica=replica_name())
+    # The per-session counter is what shows that a session survives a hop to another replica.
+    request.session["posted"] = request.session.get("posted", 0) + 1
+    return JsonResponse(
+        {"message": message.as_json(), "session_posted": request.session["posted"]}, status=201
+    )
+
+
+# --- SSE ----------------------------------------------------------------------------------------
+
+
+def sse_event(event: str, data: dict[str, Any], *, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _stream_params(request: HttpRequest) -> tuple[int, float, llm.Simulation]:
+    count = int(request.GET.get("tokens", "20"))
+    if not 0 <= count <= llm.MAX_TOKENS:
+        msg = f"tokens should be between 0 and {llm.MAX_TOKENS}, got {count!r}."
+        raise ValueError(msg)
+    delay = float(request.GET.get("delay", settings.ARENA_TOKEN_DELAY))
+    if not 0 <= delay <= llm.MAX_DELAY:
+        msg = f"delay should be between 0 and {llm.MAX_DELAY} seconds, got {delay!r}."
+        raise ValueError(msg)
+    spec = request.headers.get("X-Arena-Simulate") or settings.ARENA_SIMULATE
+    return count, delay, llm.Simulation.parse(spec)
+
+
+def _upstream_error(exc: llm.SimulatedLLMError) -> JsonResponse:
+    status = 429 if exc.status == 429 else 503 if exc.status == 503 else 502
+    response = JsonResponse({"error": "upstream", "upstream_status": exc.status}, status=status)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
+def _sse_response(content: Iterator[bytes] | AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(content, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    # nginx would otherwise buffer the whole stream before sending the first byte.
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def _events_async(
+    first: str | None, agen: AsyncIterator[str], *, start: int = 0
+) -> AsyncIterator[bytes]:
+    index = start
+    try:
+        if first is not None:
+            yield sse_event("token", {"index": index, "token": first}, event_id=index)
+            index += 1
+            async for token in agen:
+                yield sse_event("token", {"index": index, "token": token}, event_id=index)
+                index += 1
+        yield sse_event("done", {"tokens": index})
+    except llm.SimulatedLLMError as exc:
+        yield sse_event(
+            "error", {"error": "upstream", "upstream_status": exc.status, "after": index}
+        )
+
+
+def _events_blocking(
+    first: str | None, agen: AsyncIterator[str], loop: asyncio.AbstractEventLoop
+) -> Iterator[bytes]:
+    events = _events_async(first, agen)
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(events.__anext__())  # type: ignore[attr-defined]
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(events.aclose())  # type: ignore[attr-defined]
+        loop.run_until_complete(agen.aclose())  # type: ignore[attr-defined]
+        loop.close()
+
+
+def _stream_wsgi(count: int, delay: float, sim: llm.Simulation) -> HttpResponse:
+    # Django would buffer an async iterator under WSGI; a private loop in this worker thread
+    # keeps the stream incremental.
+    loop = asyncio.new_event_loop()
+    agen = llm.stream_tokens(count, delay=delay, simulation=sim)
+    try:
+        first: str | None = loop.run_until_complete(agen.__anext__())  # type: ignore[attr-defined]
+    except StopAsyncIteration:
+        first = None
+    except llm.SimulatedLLMError as exc:
+        loop.close()
+        return _upstream_error(exc)
+    return _sse_response(_events_blocking(first, agen, loop))
+
+
+@require_GET
+async def stream(request: HttpRequest) -> HttpResponse:
+    """Server-sent events: one ``token`` event per simulated LLM token, then ``done``."""
+    try:
+        count, delay, sim = _stream_params(request)
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    if isinstance(request, WSGIRequest):
+        return await sync_to_async(_stream_wsgi)(count, delay, sim)
+    agen = llm.stream_tokens(count, delay=delay, simulation=sim)
+    try:
+        first: str | None = await agen.__anext__()  # type: ignore[attr-defined]
+    except StopAsyncIteration:
+        first = None
+    except llm.SimulatedLLMError as exc:
+        # Failing before the first token lets the client see a real status and retry.
+        return _upstream_error(exc)
+    return _sse_response(_events_async(first, agen))

@@ -1,0 +1,166 @@
+"""Settings of the example arena, read from environment variables.
+
+REDIS_URL            cache, sessions and channel layer on Redis (SESSION_REDIS_URL and
+                     CHANNEL_REDIS_URL give sessions / channels a Redis of their own)
+DATABASE_URL         e.g. postgres://user:pass@host/db; default: SQLite file db.sqlite3 here
+SECRET_KEY           required when DJANGO_DEBUG is off in production (a dev default is used)
+ALLOWED_HOSTS        comma-separated; default localhost,127.0.0.1,[::1]
+ARENA_SCALE_*        any django-arena-scale setting, e.g. ARENA_SCALE_REPLICAS=3,
+                     ARENA_SCALE_DRAIN_FILE=/tmp/drain, ARENA_SCALE_STATUS_TOKEN=...
+                     (lists and dicts as JSON)
+ARENA_TOKEN_DELAY    seconds between simulated LLM tokens (default 0.05)
+ARENA_SIMULATE       default failure mode of the simulated LLM (see arena/llm.py)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from django_arena_scale.conf import SETTINGS as ARENA_SCALE_REGISTRY
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = os.environ.get
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _arena_scale_from_env(name: str, raw: str) -> Any:
+    """Convert ``ARENA_SCALE_<NAME>`` from the environment to the type the registry expects.
+
+    A wrong value is passed on as given so that ``manage.py check`` reports it with a hint.
+    """
+    types = ARENA_SCALE_REGISTRY[name].types
+    try:
+        if bool in types and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return raw.lower() in {"1", "true", "yes", "on"}
+        if list in types or dict in types:
+            return json.loads(raw)
+        if int in types and float not in types:
+            return int(raw)
+        if float in types:
+            return float(raw)
+    except ValueError:
+        return raw
+    return raw
+
+
+DEBUG = env("DJANGO_DEBUG", "") == "1"
+SECRET_KEY = env("SECRET_KEY") or "dev-only-insecure-key-set-SECRET_KEY-in-production"
+ALLOWED_HOSTS = _csv(env("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"))
+CSRF_TRUSTED_ORIGINS = _csv(env("CSRF_TRUSTED_ORIGINS", ""))
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "channels",
+    "django_arena_scale",
+    "arena",
+]
+
+MIDDLEWARE = [
+    # First, so probes are answered before host validation, redirects, sessions or auth.
+    "django_arena_scale.middleware.ProbeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "arena_project.urls"
+WSGI_APPLICATION = "arena_project.wsgi.application"
+ASGI_APPLICATION = "arena_project.asgi.application"
+TEMPLATES: list[dict[str, Any]] = []
+
+# --- database -----------------------------------------------------------------------------------
+if env("DATABASE_URL"):
+    import dj_database_url
+
+    DATABASES = {
+        "default": dj_database_url.parse(
+            env("DATABASE_URL", ""),
+            conn_max_age=int(env("CONN_MAX_AGE", "0")),
+            conn_health_checks=True,
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            # Several replicas may share the file: WAL and IMMEDIATE avoid "database is locked".
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+# --- cache, sessions, channel layer -------------------------------------------------------------
+REDIS_URL = env("REDIS_URL", "")
+SESSION_REDIS_URL = env("SESSION_REDIS_URL", "") or REDIS_URL
+CHANNEL_REDIS_URL = env("CHANNEL_REDIS_URL", "") or REDIS_URL
+
+# TODO(helper B): switch to django_arena_scale.redis helpers once they land.
+if REDIS_URL:
+    CACHES: dict[str, Any] = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+if SESSION_REDIS_URL:
+    CACHES["sessions"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": SESSION_REDIS_URL,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    SESSION_CACHE_ALIAS = "sessions"
+else:
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+if CHANNEL_REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [CHANNEL_REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- django-arena-scale -------------------------------------------------------------------------
+for _name in ARENA_SCALE_REGISTRY:
+    _raw = env(f"ARENA_SCALE_{_name}")
+    if _raw is not None:
+        globals()[f"ARENA_SCALE_{_name}"] = _arena_scale_from_env(_name, _raw)
+
+# --- the arena itself ---------------------------------------------------------------------------
+ARENA_TOKEN_DELAY = float(env("ARENA_TOKEN_DELAY", "0.05"))
+ARENA_SIMULATE = env("ARENA_SIMULATE", "")
+ARENA_DEMO_USER = env("ARENA_DEMO_USER", "demo")
+ARENA_DEMO_PASSWORD = env("ARENA_DEMO_PASSWORD", "demo-password")
+
+AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "WARNING")},
+}

@@ -1,0 +1,11 @@
+"""WSGI entry point: ``gunicorn arena_project.wsgi:application -k gthread --threads 8``."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
+
+application = get_wsgi_application()
