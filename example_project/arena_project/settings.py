@@ -2,7 +2,8 @@
 
 REDIS_URL            cache, sessions and channel layer on Redis (SESSION_REDIS_URL and
                      CHANNEL_REDIS_URL give sessions / channels a Redis of their own)
-DATABASE_URL         e.g. postgres://user:pass@host/db; default: SQLite file db.sqlite3 here
+DATABASE_URL         e.g. postgres://user:pass@host/db; default: SQLite file SQLITE_PATH
+                     (db.sqlite3 in this folder)
 SECRET_KEY           required when DJANGO_DEBUG is off in production (a dev default is used)
 ALLOWED_HOSTS        comma-separated; default localhost,127.0.0.1,[::1]
 ARENA_SCALE_*        any django-arena-scale setting, e.g. ARENA_SCALE_REPLICAS=3,
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from django_arena_scale.conf import SETTINGS as ARENA_SCALE_REGISTRY
+from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = os.environ.get
@@ -109,36 +111,11 @@ REDIS_URL = env("REDIS_URL", "")
 SESSION_REDIS_URL = env("SESSION_REDIS_URL", "") or REDIS_URL
 CHANNEL_REDIS_URL = env("CHANNEL_REDIS_URL", "") or REDIS_URL
 
-# TODO(helper B): switch to django_arena_scale.redis helpers once they land.
-if REDIS_URL:
-    CACHES: dict[str, Any] = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-        }
-    }
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-if SESSION_REDIS_URL:
-    CACHES["sessions"] = {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": SESSION_REDIS_URL,
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-    }
-    SESSION_ENGINE = "django.contrib.sessions.backends.cache"
-    SESSION_CACHE_ALIAS = "sessions"
-else:
-    SESSION_ENGINE = "django.contrib.sessions.backends.db"
-if CHANNEL_REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CHANNEL_REDIS_URL]},
-        }
-    }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Sessions and channel messages belong on a Redis that never evicts keys; one REDIS_URL for all
+# three is fine for a demo (``manage.py check --deploy`` warns about it).
+CACHES = redis_cache(REDIS_URL, key_prefix="arena")
+globals().update(redis_sessions(SESSION_REDIS_URL, caches=CACHES))
+CHANNEL_LAYERS = channel_layers(CHANNEL_REDIS_URL)
 
 # --- django-arena-scale -------------------------------------------------------------------------
 for _name in ARENA_SCALE_REGISTRY:

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Run the whole test suite: every tox env (Python x Django matrix, lint, e2e) against the built
+# wheel.  Exits non-zero if any env failed or was skipped.  Extra arguments go to tox, e.g.
+#   bash scripts/test.sh -e py312-django61        # one cell
+#   bash scripts/test.sh -e lint
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# pyenv shims answer python3.10 .. python3.13 only for the versions named in PYENV_VERSION: name
+# the newest installed patch release of each minor version we support.
+PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
+if command -v pyenv >/dev/null 2>&1 || [ -x "$PYENV_ROOT/bin/pyenv" ]; then
+    export PYENV_ROOT
+    export PATH="$PYENV_ROOT/shims:$PYENV_ROOT/bin:$PATH"
+    versions=()
+    for minor in 3.11 3.10 3.12 3.13; do
+        v="$(pyenv versions --bare 2>/dev/null | grep -E "^${minor//./\\.}\.[0-9]+$" | sort -V | tail -n 1 || true)"
+        [ -n "$v" ] && versions+=("$v")
+    done
+    if [ "${#versions[@]}" -gt 0 ]; then
+        PYENV_VERSION="$(IFS=:; echo "${versions[*]}")"
+        export PYENV_VERSION
+    fi
+    echo "test.sh: PYENV_VERSION=${PYENV_VERSION:-<unset>}"
+fi
+
+for minor in 3.10 3.11 3.12 3.13; do
+    if ! command -v "python$minor" >/dev/null 2>&1 || ! "python$minor" -c "" >/dev/null 2>&1; then
+        echo "test.sh: python$minor is missing; its tox envs will FAIL (install it, e.g. with pyenv)." >&2
+    fi
+done
+
+# tox lives in a venv of its own so that it never mixes with the code under test.
+TOOLS="$ROOT/.venv-tools"
+PY="$(command -v python3.12 || command -v python3)"
+if ! "$TOOLS/bin/python" -c "import tox" >/dev/null 2>&1; then
+    rm -rf "$TOOLS"
+    "$PY" -m venv "$TOOLS"
+    "$TOOLS/bin/python" -m pip install --quiet --upgrade pip
+    "$TOOLS/bin/python" -m pip install --quiet "tox>=4.11,<5"
+fi
+
+LOG="$(mktemp -t arena-tox.XXXXXX)"
+trap 'rm -f "$LOG"' EXIT
+start=$(date +%s)
+set +e
+if [ "$#" -gt 0 ]; then
+    "$TOOLS/bin/tox" run "$@" 2>&1 | tee "$LOG"
+else
+    # Two envs at a time: package installs overlap with test runs on a 2-core machine.
+    "$TOOLS/bin/tox" run-parallel --parallel "${TOX_PARALLEL:-2}" --parallel-no-spinner 2>&1 | tee "$LOG"
+fi
+status=${PIPESTATUS[0]}
+set -e
+elapsed=$(( $(date +%s) - start ))
+
+# A cell skipped for a missing interpreter counts as a failure.
+if grep -Eq '^ *[A-Za-z0-9_.-]+: (SKIP|skipped)' "$LOG"; then
+    echo "test.sh: some tox envs were skipped:" >&2
+    grep -E '^ *[A-Za-z0-9_.-]+: (SKIP|skipped)' "$LOG" >&2
+    status=1
+fi
+
+# One closing line for the whole matrix, summed over every pytest run.
+python3 - "$LOG" "$elapsed" "$status" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+totals = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0, "deselected": 0}
+runs = 0
+for line in re.findall(r"^=+ (.*? in [0-9.]+s.*?) =+$", text, flags=re.M):
+    runs += 1
+    for count, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected)", line):
+        totals["errors" if word.startswith("error") else word] += int(count)
+print(f"test.sh: {runs} pytest runs in {sys.argv[2]} s, tox exit status {sys.argv[3]}")
+print(
+    f"total: {totals['passed']} passed, {totals['failed'] + totals['errors']} failed, "
+    f"{totals['skipped']} skipped"
+)
+PY
+exit "$status"
