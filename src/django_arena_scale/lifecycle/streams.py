@@ -1,0 +1,176 @@
+"""Long-lived responses that end cleanly when the replica drains.
+
+* :func:`drain_aware_sse` wraps an async iterator of SSE chunks: when the replica enters
+  DRAINING it stops the source and sends one last event with ``retry:`` (the
+  ``ARENA_SCALE_SSE_RECONNECT_MS`` setting) and a reconnect hint, so the browser's
+  ``EventSource`` reconnects - through the load balancer, to another replica.
+  :func:`drain_aware_sse_sync` does the same for a WSGI (sync) iterator, between chunks.
+* :class:`DrainAwareConsumerMixin` closes a Channels WebSocket consumer with code 1012
+  ("service restart") when the replica drains.
+
+One watcher task per event loop polls the lifecycle (``begin_drain()`` or the drain file), so
+ten thousand open streams cost one ``stat`` every ``DRAIN_POLL_INTERVAL`` seconds, not ten
+thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import Any
+
+from django_arena_scale.lifecycle.state import State, get_lifecycle
+
+#: Seconds between two lifecycle checks of the per-loop watcher.
+DRAIN_POLL_INTERVAL = 0.1
+
+#: WebSocket close code for "service restart": the client should reconnect.
+WS_CLOSE_SERVICE_RESTART = 1012
+
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def is_draining() -> bool:
+    return get_lifecycle().state is State.DRAINING
+
+
+def drained() -> asyncio.Future[None]:
+    """A future of the running loop that completes when this process enters DRAINING.
+
+    Shared by every stream on the loop; ``await asyncio.shield(drained())`` or use it in
+    ``asyncio.wait``.  Never cancel it.
+    """
+    loop = asyncio.get_running_loop()
+    future = _watchers.get(loop)
+    if future is None or (future.done() and not is_draining()):
+        # A finished future whose drain was undone (``drain off``) must not fire again.
+        future = loop.create_future()
+        _watchers[loop] = future
+        task = loop.create_task(_watch(future), name="arena-drain-watcher")
+        future.add_done_callback(lambda _f: task.cancel())
+    return future
+
+
+async def _watch(future: asyncio.Future[None]) -> None:
+    while not future.done():
+        if is_draining():
+            future.set_result(None)
+            return
+        await asyncio.sleep(DRAIN_POLL_INTERVAL)
+
+
+def reconnect_event(*, retry_ms: int | None = None, reason: str = "draining") -> bytes:
+    """The last SSE event a draining replica sends: ``event: reconnect`` plus ``retry:``."""
+    if retry_ms is None:
+        retry_ms = _reconnect_ms()
+    data = json.dumps({"reconnect": True, "reason": reason, "retry_ms": retry_ms})
+    return f"event: reconnect\nretry: {retry_ms}\ndata: {data}\n\n".encode()
+
+
+def _reconnect_ms() -> int:
+    from django_arena_scale.conf import conf
+
+    return conf.SSE_RECONNECT_MS
+
+
+async def drain_aware_sse(
+    source: AsyncIterable[Any], *, retry_ms: int | None = None
+) -> AsyncIterator[Any]:
+    """Relay ``source`` until it ends or the replica drains, then send the reconnect event.
+
+    Use as ``StreamingHttpResponse(drain_aware_sse(events()), content_type="text/event-stream")``.
+    """
+    iterator = source.__aiter__()
+    if is_draining():
+        await _aclose(iterator)
+        yield reconnect_event(retry_ms=retry_ms)
+        return
+    stop = drained()
+    step: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(iterator.__anext__())
+            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if step.done():
+                try:
+                    chunk = step.result()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+                continue
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await step
+            await _aclose(iterator)
+            yield reconnect_event(retry_ms=retry_ms)
+            return
+    finally:
+        if step is not None and not step.done():
+            # The client went away while the source was producing: stop the source too.
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await step
+        await _aclose(iterator)
+
+
+async def _aclose(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(RuntimeError, StopAsyncIteration):
+            await aclose()
+
+
+def drain_aware_sse_sync(source: Iterable[Any], *, retry_ms: int | None = None) -> Iterator[Any]:
+    """The WSGI flavour: checks the lifecycle before each chunk of a sync iterator.
+
+    A chunk the source is blocked on is not interrupted, so sync streams should yield at least
+    every second or two (a keep-alive comment will do).
+    """
+    iterator = iter(source)
+    try:
+        while True:
+            if is_draining():
+                yield reconnect_event(retry_ms=retry_ms)
+                return
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            yield chunk
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class DrainAwareConsumerMixin:
+    """Close a Channels WebSocket consumer with 1012 when the replica drains.
+
+    Put it before the consumer base class::
+
+        class ChatConsumer(DrainAwareConsumerMixin, AsyncWebsocketConsumer): ...
+
+    A client that connects while the replica is already draining is closed at once.
+    """
+
+    drain_close_code = WS_CLOSE_SERVICE_RESTART
+    _drain_task: asyncio.Task[None] | None = None
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        await super().websocket_connect(message)  # type: ignore[misc]
+        self._drain_task = asyncio.ensure_future(self._close_on_drain())
+
+    async def _close_on_drain(self) -> None:
+        await asyncio.shield(drained())
+        await self.close(code=self.drain_close_code)  # type: ignore[attr-defined]
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        task = self._drain_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        await super().websocket_disconnect(message)  # type: ignore[misc]

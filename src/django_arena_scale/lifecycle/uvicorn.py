@@ -1,0 +1,99 @@
+"""A gunicorn worker class running uvicorn, wired to the replica's lifecycle.
+
+``worker_class = "django_arena_scale.lifecycle.uvicorn.UvicornWorker"``.  Compared with the
+stock worker it
+
+* passes gunicorn's ``graceful_timeout`` to uvicorn as ``timeout_graceful_shutdown`` (minus a
+  margin for the shutdown hooks), so uvicorn ends its streams before the master's SIGKILL;
+* begins the drain as soon as SIGTERM arrives, so open SSE streams get their reconnect event
+  and WebSockets close with 1012 instead of being cut;
+* notifies the master (and beats the ``/live/`` heartbeat) more often than once per
+  ``timeout``.
+
+uvicorn >= 0.30 moved the worker to the ``uvicorn-worker`` package; it is used when installed,
+else the deprecated ``uvicorn.workers`` module.
+"""
+
+from __future__ import annotations
+
+import warnings
+from types import FrameType
+from typing import Any
+
+from uvicorn.server import Server
+
+from django_arena_scale.lifecycle.state import get_lifecycle
+
+try:
+    from uvicorn_worker import UvicornWorker as _BaseWorker
+except ImportError:  # pragma: no cover - exercised only without the uvicorn-worker package
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from uvicorn.workers import UvicornWorker as _BaseWorker
+
+__all__ = ["DrainingServer", "UvicornH11Worker", "UvicornWorker", "graceful_shutdown_timeout"]
+
+#: Seconds of ``graceful_timeout`` kept for the shutdown hooks after uvicorn stops.
+HOOK_MARGIN = 1.0
+
+
+def graceful_shutdown_timeout(graceful_timeout: float) -> float:
+    """uvicorn's share of gunicorn's ``graceful_timeout``: leave a margin, keep at least half."""
+    return max(graceful_timeout * 0.5, graceful_timeout - HOOK_MARGIN)
+
+
+def notify_interval(worker_timeout: float, heartbeat_timeout: float) -> float:
+    """How often to notify: well inside both the master's timeout and the /live/ threshold."""
+    return max(0.5, min(worker_timeout / 2, heartbeat_timeout / 4))
+
+
+class DrainingServer(Server):
+    """A uvicorn server whose exit signal first puts the process in DRAINING."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        get_lifecycle().begin_drain()
+        super().handle_exit(sig, frame)
+
+
+class UvicornWorker(_BaseWorker):  # type: ignore[misc]
+    """The uvicorn gunicorn worker with the graceful timeout chain and drain-on-SIGTERM."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.timeout_graceful_shutdown = graceful_shutdown_timeout(
+            float(self.cfg.graceful_timeout)
+        )
+        self.config.timeout_notify = notify_interval(float(self.timeout), _heartbeat_timeout())
+
+    def __repr__(self) -> str:
+        return (
+            f"<UvicornWorker pid={getattr(self, 'pid', '?')} "
+            f"graceful={self.config.timeout_graceful_shutdown}s>"
+        )
+
+    async def _serve(self) -> None:
+        import sys
+
+        from gunicorn.arbiter import Arbiter
+
+        self.config.app = self.wsgi
+        server = DrainingServer(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+
+class UvicornH11Worker(UvicornWorker):
+    """The pure-Python h11 variant (no httptools/uvloop)."""
+
+    CONFIG_KWARGS = {"loop": "asyncio", "http": "h11"}
+
+
+def _heartbeat_timeout() -> float:
+    try:
+        from django_arena_scale.conf import conf
+
+        return conf.HEARTBEAT_TIMEOUT
+    except Exception:  # settings not importable yet in the master: the documented default
+        return 30.0

@@ -1,0 +1,117 @@
+"""gunicorn hooks and the uvicorn worker's timeout arithmetic (no server started)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+from django_arena_scale.lifecycle import gunicorn as ghooks
+from django_arena_scale.lifecycle.hooks import get_hooks
+from django_arena_scale.lifecycle.state import Lifecycle, State, reset_lifecycle
+from django_arena_scale.lifecycle.uvicorn import graceful_shutdown_timeout, notify_interval
+
+
+class FakeWorker:
+    def __init__(self) -> None:
+        self.notified = 0
+        self.pid = 4242
+
+    def notify(self) -> None:
+        self.notified += 1
+
+
+@pytest.fixture(autouse=True)
+def lifecycle() -> Iterator[Lifecycle]:
+    term = signal.getsignal(signal.SIGTERM)
+    lc = reset_lifecycle(Lifecycle(clock=lambda: 100.0))
+    yield lc
+    signal.signal(signal.SIGTERM, term)
+    reset_lifecycle()
+    get_hooks().reset()
+
+
+def test_gunicorn_hooks_module_exports_exactly_the_five_hooks() -> None:
+    """The names a generated gunicorn.conf.py imports all exist."""
+    assert sorted(ghooks.__all__) == sorted(
+        ["on_starting", "post_worker_init", "worker_int", "worker_abort", "worker_exit"]
+    )
+    assert all(callable(getattr(ghooks, name)) for name in ghooks.__all__)
+
+
+def test_post_worker_init_marks_ready(lifecycle: Lifecycle) -> None:
+    """A booted worker is READY."""
+    ghooks.post_worker_init(FakeWorker())
+    assert lifecycle.state is State.READY
+
+
+def test_post_worker_init_heartbeats_on_notify(lifecycle: Lifecycle) -> None:
+    """The worker's notify() also records the /live/ heartbeat."""
+    worker = FakeWorker()
+    ghooks.post_worker_init(worker)
+    lifecycle._last_heartbeat = None
+    worker.notify()
+    assert (worker.notified, lifecycle.heartbeat_age()) == (1, 0.0)
+
+
+def test_post_worker_init_makes_sigterm_drain(lifecycle: Lifecycle) -> None:
+    """SIGTERM to a gthread worker begins the drain, then runs gunicorn's handler."""
+    seen: list[int] = []
+
+    def gunicorn_exit(sig: int, frame: FrameType | None) -> None:
+        seen.append(sig)
+
+    signal.signal(signal.SIGTERM, gunicorn_exit)
+    ghooks.post_worker_init(FakeWorker())
+    signal.raise_signal(signal.SIGTERM)
+    assert lifecycle.state is State.DRAINING
+    assert seen == [signal.SIGTERM]
+
+
+def test_worker_exit_drains_and_runs_hooks(lifecycle: Lifecycle) -> None:
+    """worker_exit begins the drain and runs the @on_shutdown hooks once."""
+    calls: list[str] = []
+    registry = get_hooks()
+    registry.reset()
+
+    def hook(sender: str) -> None:
+        calls.append(sender)
+
+    registry.register(hook)
+    try:
+        ghooks.worker_exit(object(), FakeWorker())
+        ghooks.worker_int(FakeWorker())
+    finally:
+        registry.unregister(hook)
+    assert lifecycle.state is State.DRAINING
+    assert calls == ["gunicorn.worker_exit"]
+
+
+def test_worker_abort_logs_thread_stacks(caplog: pytest.LogCaptureFixture) -> None:
+    """A timed-out worker logs where its threads were."""
+    ghooks.worker_abort(FakeWorker())
+    assert "Thread 'MainThread'" in caplog.text
+
+
+def test_uvicorn_graceful_timeout_below_gunicorn() -> None:
+    """uvicorn gets less than gunicorn's graceful_timeout, keeping room for the hooks."""
+    assert graceful_shutdown_timeout(30.0) == 29.0
+
+
+def test_uvicorn_graceful_timeout_keeps_half_when_short() -> None:
+    """A tiny graceful_timeout still leaves uvicorn half of it."""
+    assert graceful_shutdown_timeout(1.0) == 0.5
+
+
+def test_uvicorn_notify_interval_inside_heartbeat_timeout() -> None:
+    """The worker notifies (and beats) several times per /live/ threshold."""
+    assert notify_interval(30.0, 30.0) == 7.5
+
+
+def test_uvicorn_worker_class_is_importable() -> None:
+    """The worker class path used in gunicorn.conf.py resolves."""
+    from django_arena_scale.lifecycle.uvicorn import UvicornWorker
+
+    assert UvicornWorker.__name__ == "UvicornWorker"
