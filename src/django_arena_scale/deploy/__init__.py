@@ -1,0 +1,73 @@
+"""Deployment generation: a validated :class:`DeploymentSpec`, renderers, an atomic writer.
+
+Every renderer module exposes ``render(spec) -> dict[str, str]`` (relative path -> content,
+deterministic) and may declare two module-level frozensets of relative paths:
+
+- ``KEEP_IF_EXISTS``: an existing file is kept as it is unless ``--force`` (Dockerfile,
+  .dockerignore): the user owns it after the first render;
+- ``EXECUTABLE``: written with mode 0755 (deploy.sh).
+
+:data:`RENDERERS` lists the modules per ``--target``; :func:`render_all` merges their output.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
+
+__all__ = ["RENDERERS", "DeploymentSpec", "Rendered", "SpecError", "render_all"]
+
+#: Renderer modules per target, one per output family.  Add a module here (a dotted path) to
+#: have ``generate_lb_config`` render and write its files.
+RENDERERS: dict[str, tuple[str, ...]] = {
+    "compose": (
+        "django_arena_scale.deploy.compose",  # docker-compose.yml, env.example
+        "django_arena_scale.deploy.nginx",  # nginx/nginx.conf + includes
+        "django_arena_scale.deploy.server",  # gunicorn.conf.py (+ uvicorn settings)
+        # D2 (deploy.sh, k8s/, Dockerfile + .dockerignore, OPERATIONS.md): add your modules
+        # on the lines below, e.g. "django_arena_scale.deploy.k8s",
+    ),
+    "local": (
+        "django_arena_scale.deploy.local",  # loopback nginx.conf + includes, logs/, tmp/
+        "django_arena_scale.deploy.server",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Every file of one render: contents plus the per-file write policies."""
+
+    files: dict[str, str]
+    keep_if_exists: frozenset[str] = field(default_factory=frozenset)
+    executable: frozenset[str] = field(default_factory=frozenset)
+
+    def __repr__(self) -> str:
+        return f"<Rendered files={len(self.files)}>"
+
+
+def _modules(target: str) -> list[ModuleType]:
+    return [importlib.import_module(name) for name in RENDERERS[target]]
+
+
+def render_all(spec: DeploymentSpec) -> Rendered:
+    """Run every renderer of ``spec.target``; two renderers may not produce the same path."""
+    files: dict[str, str] = {}
+    keep: set[str] = set()
+    executable: set[str] = set()
+    for module in _modules(spec.target):
+        for path, content in module.render(spec).items():
+            if path in files and files[path] != content:
+                msg = f"Renderer {module.__name__!r} produces {path!r} a second time, differently."
+                raise RuntimeError(msg)
+            files[path] = content
+        keep.update(getattr(module, "KEEP_IF_EXISTS", ()))
+        executable.update(getattr(module, "EXECUTABLE", ()))
+    return Rendered(
+        files=dict(sorted(files.items())),
+        keep_if_exists=frozenset(keep),
+        executable=frozenset(executable),
+    )
