@@ -7,7 +7,7 @@
 * ``post_worker_init``: the worker's main loop now beats a heartbeat that ``/live/`` reads
   (a wedged worker stops beating), SIGTERM also begins the drain (so open SSE streams end
   with a reconnect event instead of being cut at ``graceful_timeout``), and the worker is
-  marked READY.
+  warm-ups start (the worker turns READY once they ran).
 * ``worker_int`` (SIGINT/SIGQUIT, fast stop) and ``worker_exit`` (after a graceful stop):
   begin the drain and run the ``@on_shutdown`` hooks once.
 * ``worker_abort`` (SIGABRT after a worker timeout): logs every thread's stack, since a
@@ -46,13 +46,11 @@ def on_starting(server: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start the heartbeat, make SIGTERM drain, and mark this worker READY."""
-    lifecycle = get_lifecycle()
+    """Start the heartbeat, make SIGTERM drain, and start the warm-ups (then READY)."""
     get_hooks().reset()
     _beat_on_notify(worker)
     _drain_on_sigterm(worker)
-    _run_warmups()
-    lifecycle.mark_ready()
+    _start_warmups()
 
 
 def worker_int(worker: Any) -> None:
@@ -119,16 +117,11 @@ def _drain_on_sigterm(worker: Any) -> None:
     signal.siginterrupt(signal.SIGTERM, False)
 
 
-def _run_warmups() -> None:
-    """Run ``ARENA_SCALE_WARMUPS`` if the probes module offers a runner (else nothing)."""
+def _start_warmups() -> None:
+    """Start ``ARENA_SCALE_WARMUPS`` (the replica turns READY when they ran, or at once)."""
     try:
-        from django_arena_scale.lifecycle import warmup  # type: ignore[attr-defined]
-    except ImportError:
+        from django_arena_scale.lifecycle.warmup import start_warmups
+    except ImportError:  # an install without the probes module: nothing to wait for
+        get_lifecycle().mark_ready()
         return
-    runner = getattr(warmup, "run_warmups", None)
-    if callable(runner):
-        try:
-            runner()
-        except Exception:
-            logger.exception("Warmup failed; the worker stays in STARTING.")
-            raise
+    start_warmups(background=True)
