@@ -7,12 +7,18 @@ tests need no sleeps.  One :class:`Lifecycle` per process, returned by :func:`ge
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 Clock = Callable[[], float]
+Warmup = Callable[[], Any]
+W = TypeVar("W", bound=Callable[[], Any])
+
+logger = logging.getLogger("django_arena_scale.lifecycle")
 
 
 class State(str, enum.Enum):
@@ -44,6 +50,9 @@ class Lifecycle:
         self._last_heartbeat: float | None = None
         self.started_at = wall_clock()
         self._started_mono = clock()
+        self._warmup_pid: int | None = None
+        self._warmups_done = False
+        self.warmup_failures: list[str] = []
 
     def __repr__(self) -> str:
         return f"<Lifecycle state={self.state.value}>"
@@ -75,6 +84,46 @@ class Lifecycle:
     def draining_requested(self) -> bool:
         return self._draining
 
+    # --- warm-ups ------------------------------------------------------------------------
+    def claim_warmups(self) -> bool:
+        """True exactly once per process: the caller must then run the warm-ups.
+
+        Keyed by pid, so a worker forked while its parent was still warming up claims again
+        (the parent's warm-up thread does not exist in the child).
+        """
+        with self._lock:
+            if self._ready or self._warmup_pid == os.getpid():
+                return False
+            self._warmup_pid = os.getpid()
+            return True
+
+    @property
+    def warmups_claimed(self) -> bool:
+        return self._ready or self._warmup_pid == os.getpid()
+
+    @property
+    def warmups_done(self) -> bool:
+        return self._warmups_done
+
+    def run_warmups(self, warmups: Iterable[Warmup]) -> None:
+        """Run ``warmups`` in order, then become READY.
+
+        A failing warm-up is logged and named in :attr:`warmup_failures` but does not block
+        readiness: the readiness checks, not the warm-ups, decide whether dependencies work.
+        """
+        failures: list[str] = []
+        for warmup in warmups:
+            try:
+                warmup()
+            except Exception:
+                name = _callable_name(warmup)
+                logger.exception("Warm-up %s failed; continuing.", name)
+                failures.append(name)
+        with self._lock:
+            self.warmup_failures = failures
+            self._warmups_done = True
+            self._ready = True
+
     # --- liveness -----------------------------------------------------------------------
     def mark_broken(self, reason: str) -> None:
         """Declare the process unrecoverable: /live/ answers 503 until it is restarted."""
@@ -101,6 +150,38 @@ class Lifecycle:
 
     def uptime(self) -> float:
         return self._clock() - self._started_mono
+
+
+def _callable_name(func: Any) -> str:
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None) or repr(func)
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+_warmups: list[Warmup] = []
+_warmups_lock = threading.Lock()
+
+
+def register_warmup(func: W) -> W:
+    """Register a callable run (once per process) before the replica becomes READY.
+
+    Usable as a decorator.  Registering the same callable twice runs it once.
+    """
+    with _warmups_lock:
+        if func not in _warmups:
+            _warmups.append(func)
+    return func
+
+
+def unregister_warmup(func: Warmup) -> None:
+    with _warmups_lock:
+        if func in _warmups:
+            _warmups.remove(func)
+
+
+def registered_warmups() -> Sequence[Warmup]:
+    with _warmups_lock:
+        return list(_warmups)
 
 
 _lifecycle: Lifecycle | None = None

@@ -1,0 +1,266 @@
+"""Evaluate checks concurrently under a deadline, with a per-process single-flight cache.
+
+Pure Python (no Django import); the clocks are injected so tests need no sleeps.
+
+* Each check runs in its own daemon thread (a hung check never blocks interpreter exit) and
+  gets ``min(check.timeout or default_timeout, deadline)`` seconds; a late check is ``timeout``.
+* A check still running from an earlier evaluation is not started again: it is reported as
+  ``timeout`` at once, so a dependency that hangs cannot pile up threads.
+* :meth:`Runner.get` reuses a report for ``ttl`` seconds, and concurrent callers share one
+  evaluation (single flight).  :meth:`Runner.aget` does the same without blocking the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from django_arena_scale.health.model import (
+    Check,
+    CheckResult,
+    Reason,
+    Report,
+    Status,
+    Unavailable,
+)
+
+logger = logging.getLogger("django_arena_scale.health")
+
+Clock = Callable[[], float]
+ChecksFactory = Callable[[], Sequence[Check]]
+Spawn = Callable[[Callable[[], None]], None]
+Outcome = Future[tuple[Status, Reason | None, float]]
+
+# A waiter gives up this long after the deadline; the leader is itself bounded by the deadline,
+# so this only guards against a bug, and then answers "timeout" rather than hanging a worker.
+_WAITER_SLACK = 1.0
+
+
+def spawn_daemon(target: Callable[[], None]) -> None:
+    """Run ``target`` in a new daemon thread."""
+    threading.Thread(target=target, name="arena-scale-check", daemon=True).start()
+
+
+def classify(value: Any) -> tuple[Status, Reason | None]:
+    """Map a check's return value to a status (``None``/``True``: pass; ``False``: fail)."""
+    if value is None or value is True or value is Status.PASS:
+        return Status.PASS, None
+    if value is Status.WARN:
+        return Status.WARN, None
+    if value is False or value is Status.FAIL:
+        return Status.FAIL, Reason.UNAVAILABLE
+    return Status.PASS, None
+
+
+def classify_exception(exc: BaseException) -> Reason:
+    if isinstance(exc, Unavailable):
+        return Reason.UNAVAILABLE
+    if isinstance(exc, TimeoutError):
+        return Reason.TIMEOUT
+    return Reason.ERROR
+
+
+class Runner:
+    """Runs checks; one instance per process (see ``health.service.get_runner``)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        spawn: Spawn = spawn_daemon,
+    ) -> None:
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._spawn = spawn
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._lock = threading.Lock()
+        self._cached: Report | None = None
+        self._cached_at = 0.0
+        self._inflight: Future[Report] | None = None
+        self._running: dict[str, Outcome] = {}
+        self.evaluations = 0
+
+    def __repr__(self) -> str:
+        return f"<Runner evaluations={self.evaluations} cached={self._cached!r}>"
+
+    def clear(self) -> None:
+        """Forget the cached report and the in-flight bookkeeping (tests, forked children)."""
+        self._reset_state()
+
+    # --- cache + single flight -------------------------------------------------------------
+    def peek(self, ttl: float) -> Report | None:
+        """The cached report if it is younger than ``ttl`` seconds, without evaluating."""
+        cached = self._cached
+        if cached is not None and self._clock() - self._cached_at < ttl:
+            return cached
+        return None
+
+    def _join(self, ttl: float) -> tuple[Future[Report], bool] | Report:
+        with self._lock:
+            cached = self.peek(ttl)
+            if cached is not None:
+                return cached
+            if self._inflight is not None:
+                return self._inflight, False
+            flight: Future[Report] = Future()
+            # A running future cannot be cancelled, so one waiter giving up cannot break others.
+            flight.set_running_or_notify_cancel()
+            self._inflight = flight
+            self.evaluations += 1
+            return flight, True
+
+    def _lead(
+        self,
+        flight: Future[Report],
+        factory: ChecksFactory,
+        deadline: float,
+        default_timeout: float,
+    ) -> None:
+        try:
+            report = self.evaluate(factory(), deadline=deadline, default_timeout=default_timeout)
+        except BaseException:
+            logger.exception("Building or running the health checks failed.")
+            report = self._error_report("checks")
+        with self._lock:
+            self._cached = report
+            self._cached_at = self._clock()
+            self._inflight = None
+        flight.set_result(report)
+
+    def get(
+        self,
+        factory: ChecksFactory,
+        *,
+        deadline: float,
+        default_timeout: float,
+        ttl: float,
+    ) -> Report:
+        """A report at most ``ttl`` seconds old; concurrent callers share one evaluation."""
+        joined = self._join(ttl)
+        if isinstance(joined, Report):
+            return joined
+        flight, leader = joined
+        if leader:
+            self._lead(flight, factory, deadline, default_timeout)
+        try:
+            return flight.result(timeout=deadline + _WAITER_SLACK)
+        except FutureTimeout:
+            return self._error_report("checks", Reason.TIMEOUT)
+
+    async def aget(
+        self,
+        factory: ChecksFactory,
+        *,
+        deadline: float,
+        default_timeout: float,
+        ttl: float,
+    ) -> Report:
+        """Like :meth:`get`, for async callers: the evaluation runs off the event loop."""
+        joined = self._join(ttl)
+        if isinstance(joined, Report):
+            return joined
+        flight, leader = joined
+        if leader:
+            self._spawn(lambda: self._lead(flight, factory, deadline, default_timeout))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Report] = loop.create_future()
+
+        def _done(fut: Future[Report]) -> None:
+            loop.call_soon_threadsafe(_settle, waiter, fut)
+
+        flight.add_done_callback(_done)
+        try:
+            return await asyncio.wait_for(waiter, deadline + _WAITER_SLACK)
+        except asyncio.TimeoutError:
+            return self._error_report("checks", Reason.TIMEOUT)
+
+    # --- one evaluation --------------------------------------------------------------------
+    def evaluate(
+        self, checks: Sequence[Check], *, deadline: float, default_timeout: float
+    ) -> Report:
+        """Run ``checks`` concurrently now (no cache) and wait at most ``deadline`` seconds."""
+        started = self._clock()
+        observed_at = self._wall_clock()
+        pending: list[tuple[Check, float, Outcome | None]] = []
+        for check in checks:
+            budget = min(check.timeout or default_timeout, deadline)
+            with self._lock:
+                previous = self._running.get(check.name)
+                if previous is not None and not previous.done():
+                    pending.append((check, budget, None))
+                    continue
+                started_one: Outcome = Future()
+                started_one.set_running_or_notify_cancel()
+                self._running[check.name] = started_one
+            self._spawn(_bind(self._run_one, check, started_one))
+            pending.append((check, budget, started_one))
+
+        results: list[CheckResult] = []
+        for check, budget, outcome in pending:
+            status: Status = Status.FAIL
+            reason: Reason | None = Reason.TIMEOUT
+            duration = budget
+            if outcome is not None:
+                remaining = max(0.0, budget - (self._clock() - started))
+                with contextlib.suppress(FutureTimeout):
+                    status, reason, duration = outcome.result(timeout=remaining)
+            if status is Status.FAIL and not check.critical:
+                status = Status.WARN
+            results.append(
+                CheckResult(
+                    name=check.name,
+                    status=status,
+                    reason=reason,
+                    duration=duration,
+                    critical=check.critical,
+                    tags=check.tags,
+                    target=check.target,
+                    component_type=check.component_type,
+                )
+            )
+        return Report(
+            results=tuple(results),
+            observed_at=observed_at,
+            duration=self._clock() - started,
+        )
+
+    def _run_one(self, check: Check, outcome: Outcome) -> None:
+        t0 = self._clock()
+        try:
+            status, reason = classify(check.func())
+        except BaseException as exc:
+            reason = classify_exception(exc)
+            status = Status.FAIL
+            if reason is Reason.ERROR:
+                # Full detail goes to the server log only; responses carry the enum value.
+                logger.warning("Health check %r raised.", check.name, exc_info=True)
+        outcome.set_result((status, reason, self._clock() - t0))
+
+    def _error_report(self, name: str, reason: Reason = Reason.ERROR) -> Report:
+        result = CheckResult(
+            name=name, status=Status.FAIL, reason=reason, duration=0.0, critical=True
+        )
+        return Report(results=(result,), observed_at=self._wall_clock(), duration=0.0)
+
+
+def _bind(
+    func: Callable[[Check, Outcome], None],
+    check: Check,
+    outcome: Outcome,
+) -> Callable[[], None]:
+    return lambda: func(check, outcome)
+
+
+def _settle(waiter: asyncio.Future[Report], flight: Future[Report]) -> None:
+    if not waiter.done():
+        waiter.set_result(flight.result())
