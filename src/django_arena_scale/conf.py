@@ -157,6 +157,16 @@ class ArenaScaleSettings:
         setting = SETTINGS[name]
         return getattr(settings, setting.full_name, setting.default)
 
+    def raw(self, name: str) -> Any:
+        """The value as written in the settings (or the default), unconverted: for checks.py."""
+        return self._get(name)
+
+    def names_in_settings(self) -> list[str]:
+        """Every ``ARENA_SCALE_*`` name the settings define, known or not (for checks.py)."""
+        from django.conf import settings
+
+        return sorted(name for name in dir(settings) if name.startswith(PREFIX))
+
     @property
     def PROBE_PREFIX(self) -> str:
         value: str = self._get("PROBE_PREFIX")
