@@ -26,6 +26,12 @@ if command -v pyenv >/dev/null 2>&1 || [ -x "$PYENV_ROOT/bin/pyenv" ]; then
     echo "test.sh: PYENV_VERSION=${PYENV_VERSION:-<unset>}"
 fi
 
+# Debian keeps initdb/pg_ctl out of PATH; the PostgreSQL fixtures need them.
+pgbin="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+if [ -d "$pgbin" ]; then
+    export PATH="$PATH:$pgbin"
+fi
+
 for minor in 3.10 3.11 3.12 3.13; do
     if ! command -v "python$minor" >/dev/null 2>&1 || ! "python$minor" -c "" >/dev/null 2>&1; then
         echo "test.sh: python$minor is missing; its tox envs will FAIL (install it, e.g. with pyenv)." >&2
