@@ -1,0 +1,120 @@
+"""Resilient LLM calls: one guard for every call shape, breakers shared across replicas.
+
+Usage::
+
+    from django_arena_scale.resilience import current_attempt_timeout, llm_call
+
+    @llm_call("openai", deadline=30, fallbacks=["openai:backup"])
+    def complete(prompt):
+        return client.chat.completions.create(..., timeout=current_attempt_timeout())
+
+The guard works on functions, coroutine functions, generator and async generator functions.
+Per call: deadline -> fallback chain -> fresh tenacity retryer (wait = max(server hint,
+jittered backoff), never past the deadline) -> breaker gate (local pybreaker state; Redis
+shares an "open until" flag and a half-open probe lease) -> the call, with a per-attempt
+timeout -> classifier (failure / success / neutral) -> record.  Streams are retried only
+before their first chunk reaches the caller.
+
+Exceptions (all raised on purpose derive from ``django_arena_scale.ArenaScaleError``)::
+
+    ArenaScaleError
+    ├── GuardConfigError (also ValueError)   bad guard / provider options, at decoration time
+    └── LLMCallError
+        ├── ProviderUnavailable              breaker open for every target; .retry_at, .retry_after
+        ├── RetriesExhausted                 attempts used up; provider error is __cause__
+        │   └── DeadlineExceeded (also TimeoutError)   the overall deadline ran out
+        ├── StreamInterrupted                provider failed after the first chunk; never restarted
+        └── LLMTimeout (also TimeoutError)   limits enforced by the guard (retryable)
+            ├── AttemptTimeout
+            ├── FirstChunkTimeout
+            └── IdleTimeout
+
+Provider errors that are not worth retrying (400, 401, 403, 404, 422, content errors) and
+unknown exceptions propagate unchanged; cancellation propagates and counts as neutral.
+"""
+
+from __future__ import annotations
+
+from django_arena_scale.resilience.breaker import CircuitBreaker, Counters
+from django_arena_scale.resilience.classify import (
+    Classifier,
+    Outcome,
+    Verdict,
+    default_classifier,
+    parse_retry_after,
+)
+from django_arena_scale.resilience.coordination import RedisCoordinator
+from django_arena_scale.resilience.errors import (
+    AttemptTimeout,
+    DeadlineExceeded,
+    FirstChunkTimeout,
+    GuardConfigError,
+    IdleTimeout,
+    LLMCallError,
+    LLMTimeout,
+    ProviderUnavailable,
+    RetriesExhausted,
+    StreamInterrupted,
+)
+from django_arena_scale.resilience.events import BreakerEvent, add_listener, remove_listener
+from django_arena_scale.resilience.guard import (
+    AttemptContext,
+    LLMGuard,
+    Target,
+    current_attempt,
+    current_attempt_timeout,
+    current_target,
+    llm_call,
+)
+from django_arena_scale.resilience.policy import (
+    PROVIDER_OPTIONS,
+    BreakerOptions,
+    RetryPolicy,
+    is_testing,
+    set_testing,
+    testing,
+)
+from django_arena_scale.resilience.registry import configure, get_breaker, registry, reset
+from django_arena_scale.resilience.status import breaker_status
+
+__all__ = [
+    "PROVIDER_OPTIONS",
+    "AttemptContext",
+    "AttemptTimeout",
+    "BreakerEvent",
+    "BreakerOptions",
+    "CircuitBreaker",
+    "Classifier",
+    "Counters",
+    "DeadlineExceeded",
+    "FirstChunkTimeout",
+    "GuardConfigError",
+    "IdleTimeout",
+    "LLMCallError",
+    "LLMGuard",
+    "LLMTimeout",
+    "Outcome",
+    "ProviderUnavailable",
+    "RedisCoordinator",
+    "RetriesExhausted",
+    "RetryPolicy",
+    "StreamInterrupted",
+    "Target",
+    "Verdict",
+    "add_listener",
+    "breaker_status",
+    "configure",
+    "current_attempt",
+    "current_attempt_timeout",
+    "current_target",
+    "default_classifier",
+    "get_breaker",
+    "is_testing",
+    "llm_call",
+    "parse_retry_after",
+    "registry",
+    "remove_listener",
+    "reset",
+    "set_testing",
+    "testing",
+]

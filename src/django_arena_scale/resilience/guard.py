@@ -1,0 +1,938 @@
+"""The LLM call guard: deadline, fallback chain, retries, breaker gate and stream handling.
+
+How the wrapped function learns its per-attempt timeout: read
+:func:`current_attempt_timeout` (a contextvar set around every attempt, and around every
+``next()`` of a stream) and hand it to the SDK, e.g. ``client.chat.completions.create(...,
+timeout=current_attempt_timeout())``; or pass ``timeout_kwarg="timeout"`` to have the guard
+inject it as a keyword argument.  The value is ``attempt_timeout`` shrunk to the time left
+before the deadline.  Async attempts are also cut by the guard itself at that timeout.
+
+The first attempt runs without building a tenacity object (the happy path stays cheap); if it
+fails with a retryable error, a fresh ``tenacity.Retrying`` is built for this call only and
+the failure is replayed as its first attempt, so tenacity decides stop and wait from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import random as _random
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
+
+from django_arena_scale.resilience.breaker import CircuitBreaker, Ticket
+from django_arena_scale.resilience.classify import Classifier, Outcome, Verdict, default_classifier
+from django_arena_scale.resilience.errors import (
+    AttemptTimeout,
+    DeadlineExceeded,
+    FirstChunkTimeout,
+    GuardConfigError,
+    IdleTimeout,
+    LLMTimeout,
+    ProviderUnavailable,
+    RetriesExhausted,
+    StreamInterrupted,
+)
+from django_arena_scale.resilience.events import BreakerEvent, emit
+from django_arena_scale.resilience.policy import (
+    PROVIDER_OPTIONS,
+    BreakerOptions,
+    RetryPolicy,
+    effective_policy,
+    is_testing,
+    split_options,
+)
+from django_arena_scale.resilience.registry import registry
+
+__all__ = [
+    "AttemptContext",
+    "LLMGuard",
+    "Target",
+    "current_attempt",
+    "current_attempt_timeout",
+    "current_target",
+    "llm_call",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One entry of a fallback chain: a provider (and key), optionally another callable/kwargs.
+
+    ``"azure"`` or ``"openai:backup"`` parse to ``Target("azure")`` and
+    ``Target("openai", key="backup")``; the wrapped function reads :func:`current_target` to
+    pick the client.  ``call`` replaces the wrapped function; ``kwargs`` are merged into the
+    call's keyword arguments.
+    """
+
+    provider: str
+    key: str | None = None
+    call: Callable[..., Any] | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.provider if self.key is None else f"{self.provider}:{self.key}"
+
+    def __repr__(self) -> str:
+        return f"<Target {self.name!r}>"
+
+    @classmethod
+    def parse(cls, value: Target | str) -> Target:
+        if isinstance(value, Target):
+            target = value
+        elif isinstance(value, str):
+            provider, sep, key = value.partition(":")
+            target = cls(provider, key if sep else None)
+        else:
+            msg = f"A fallback should be a Target or a 'provider[:key]' string, got {value!r}."
+            raise GuardConfigError(msg)
+        _check_name("provider", target.provider)
+        if target.key is not None:
+            _check_name("key", target.key)
+        if target.call is not None and not callable(target.call):
+            msg = f"Target {target.name!r} call should be callable, got {target.call!r}."
+            raise GuardConfigError(msg)
+        if not isinstance(target.kwargs, Mapping):
+            msg = f"Target {target.name!r} kwargs should be a mapping, got {target.kwargs!r}."
+            raise GuardConfigError(msg)
+        return target
+
+
+def _check_name(what: str, value: Any) -> None:
+    if not isinstance(value, str) or not value or ":" in value or value != value.strip():
+        msg = f"The {what} should be a non-empty string without ':' or spaces, got {value!r}."
+        raise GuardConfigError(msg)
+
+
+@dataclass(frozen=True)
+class AttemptContext:
+    """What the wrapped function may want to know about the attempt it runs in."""
+
+    target: Target
+    attempt: int
+    timeout: float
+    deadline_at: float
+
+
+_attempt_var: contextvars.ContextVar[AttemptContext | None] = contextvars.ContextVar(
+    "arena_scale_llm_attempt", default=None
+)
+
+
+def current_attempt() -> AttemptContext | None:
+    """The running attempt's context, or None outside a guarded call."""
+    return _attempt_var.get()
+
+
+def current_attempt_timeout() -> float | None:
+    """Seconds this attempt may take (shrinks with the deadline); None outside a guard."""
+    ctx = _attempt_var.get()
+    return None if ctx is None else ctx.timeout
+
+
+def current_target() -> Target | None:
+    """The fallback-chain target this attempt calls; None outside a guard."""
+    ctx = _attempt_var.get()
+    return None if ctx is None else ctx.target
+
+
+class _TargetFailed(Exception):
+    """Internal: the target used up its attempts on provider failures; try the next one."""
+
+
+class _Run:
+    """Per-call state: deadline, attempt counts, last error and the tenacity stop/wait hooks."""
+
+    __slots__ = (
+        "attempts",
+        "deadline_at",
+        "deadline_hit",
+        "guard",
+        "last_exc",
+        "last_verdict",
+        "policy",
+        "target_attempts",
+        "waits",
+    )
+
+    def __init__(self, guard: LLMGuard, policy: RetryPolicy) -> None:
+        self.guard = guard
+        self.policy = policy
+        self.deadline_at = guard.clock() + policy.deadline
+        self.attempts = 0
+        self.target_attempts = 0
+        self.deadline_hit = False
+        self.last_exc: BaseException | None = None
+        self.last_verdict: Verdict | None = None
+        self.waits: dict[int, float] = {}
+
+    def time_left(self) -> float:
+        return self.deadline_at - self.guard.clock()
+
+    def new_target(self) -> None:
+        self.target_attempts = 0
+        self.waits = {}
+
+    def note(self, exc: BaseException, verdict: Verdict) -> None:
+        self.last_exc = exc
+        self.last_verdict = verdict
+
+    def retryable(self, exc: BaseException) -> bool:
+        verdict = self.last_verdict
+        return exc is self.last_exc and verdict is not None and verdict.outcome is Outcome.RETRY
+
+    def wait_for(self, attempt: int) -> float:
+        if attempt not in self.waits:
+            if is_testing():
+                self.waits[attempt] = 0.0
+            else:
+                hint = self.last_verdict.retry_after if self.last_verdict else None
+                self.waits[attempt] = self.policy.wait(attempt, hint, self.guard.random())
+        return self.waits[attempt]
+
+    def stop(self, state: RetryCallState) -> bool:
+        attempt = state.attempt_number
+        if attempt >= self.policy.max_attempts:
+            return True
+        if self.time_left() < self.wait_for(attempt) + self.policy.min_attempt_time:
+            self.deadline_hit = True
+            return True
+        return False
+
+    def wait(self, state: RetryCallState) -> float:
+        return self.wait_for(state.attempt_number)
+
+    def final_error(self, unavailable: ProviderUnavailable | None) -> Exception:
+        provider = self.guard.primary.name
+        if self.attempts == 0 and unavailable is not None:
+            return unavailable
+        if self.deadline_hit or self.time_left() <= 0:
+            return DeadlineExceeded(provider, self.attempts, self.last_exc, self.policy.deadline)
+        return RetriesExhausted(provider, self.attempts, self.last_exc)
+
+
+def _earliest(current: ProviderUnavailable | None, new: ProviderUnavailable) -> ProviderUnavailable:
+    if current is None or new.retry_after < current.retry_after:
+        return new
+    return current
+
+
+class LLMGuard:
+    """A configured guard; decorate a function, generator, coroutine or async generator."""
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        key: str | None = None,
+        fallbacks: Sequence[Target | str] = (),
+        classifier: Classifier | None = None,
+        timeout_kwarg: str | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        async_sleep: Callable[[float], Awaitable[None]] | None = None,
+        random: Callable[[], float] | None = None,
+        **options: Any,
+    ) -> None:
+        self.primary = Target.parse(Target(provider, key))
+        if isinstance(fallbacks, (str, Target)) or not isinstance(fallbacks, Sequence):
+            msg = f"fallbacks should be a list of targets, got {fallbacks!r}."
+            raise GuardConfigError(msg)
+        self.targets: tuple[Target, ...] = (
+            self.primary,
+            *(Target.parse(f) for f in fallbacks),
+        )
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            msg = f"Each target may appear once in a fallback chain, got {names!r}."
+            raise GuardConfigError(msg)
+        unknown = sorted(set(options) - PROVIDER_OPTIONS)
+        if unknown:
+            msg = (
+                f"llm_call({provider!r}) got unknown option(s) "
+                f"{', '.join(repr(u) for u in unknown)}; expected some of "
+                f"{', '.join(sorted(PROVIDER_OPTIONS))}."
+            )
+            raise GuardConfigError(msg)
+        if classifier is not None and not isinstance(classifier, Classifier):
+            msg = f"classifier should be a Classifier, got {classifier!r}."
+            raise GuardConfigError(msg)
+        if timeout_kwarg is not None and not (
+            isinstance(timeout_kwarg, str) and timeout_kwarg.isidentifier()
+        ):
+            msg = f"timeout_kwarg should be a keyword name, got {timeout_kwarg!r}."
+            raise GuardConfigError(msg)
+        for name, value in (("clock", clock), ("sleep", sleep), ("async_sleep", async_sleep)):
+            if value is not None and not callable(value):
+                msg = f"{name} should be callable, got {value!r}."
+                raise GuardConfigError(msg)
+        self.classifier = classifier or default_classifier
+        self.timeout_kwarg = timeout_kwarg
+        self.clock = clock or time.monotonic
+        self._sleep = sleep or time.sleep
+        self._async_sleep = async_sleep or asyncio.sleep
+        self.random = random or _random.random
+        self.options = dict(options)
+        # Validate now (decoration time): settings of every target, merged with our options.
+        primary_options = {**registry.provider_options(self.primary.name), **options}
+        self.policy, _ = split_options(primary_options, owner=f"llm_call({provider!r})")
+        self._breaker_options: dict[str, BreakerOptions] = {}
+        for target in self.targets:
+            merged = {**registry.provider_options(target.name), **options}
+            owner = f"LLM provider {target.name!r}"
+            self._breaker_options[target.name] = split_options(merged, owner=owner)[1]
+
+    def __repr__(self) -> str:
+        chain = " -> ".join(t.name for t in self.targets)
+        return (
+            f"<LLMGuard {chain} deadline={self.policy.deadline:g}s "
+            f"attempts={self.policy.max_attempts}>"
+        )
+
+    def breaker(self, target: Target) -> CircuitBreaker:
+        return registry.breaker(target.name, self._breaker_options[target.name])
+
+    # --- decoration --------------------------------------------------------------------------
+
+    def __call__(self, func: F) -> F:
+        if not callable(func):
+            msg = f"llm_call() decorates a callable, got {func!r}."
+            raise GuardConfigError(msg)
+        if self.timeout_kwarg is not None:
+            self._check_accepts(func, self.timeout_kwarg)
+        wrapper: Callable[..., Any]
+        if inspect.isasyncgenfunction(func):
+
+            def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                return self._stream_async(func, args, kwargs)
+
+        elif inspect.iscoroutinefunction(func):
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await self._run_async(func, args, kwargs)
+
+        elif inspect.isgeneratorfunction(func):
+
+            def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                return self._stream_sync(func, args, kwargs)
+
+        else:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return self._run_sync(func, args, kwargs)
+
+        functools.update_wrapper(wrapper, func)
+        wrapper.llm_guard = self  # type: ignore[union-attr]
+        return cast(F, wrapper)
+
+    @staticmethod
+    def _check_accepts(func: Callable[..., Any], name: str) -> None:
+        try:
+            params = inspect.signature(func).parameters
+        except (TypeError, ValueError):  # builtins without a signature: trust the caller
+            return
+        if name in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        msg = f"timeout_kwarg={name!r} but {func.__qualname__}() takes no {name!r} argument."
+        raise GuardConfigError(msg)
+
+    def call(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``func(*args, **kwargs)`` (a plain function) through the guard."""
+        return cast(T, self._run_sync(func, args, kwargs))
+
+    async def acall(self, func: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """Await ``func(*args, **kwargs)`` (a coroutine function) through the guard."""
+        return cast(T, await self._run_async(func, args, kwargs))
+
+    # --- shared pieces -------------------------------------------------------------------------
+
+    def _prepare(
+        self, run: _Run, target: Target, func: Callable[..., Any], kwargs: dict[str, Any]
+    ) -> tuple[Callable[..., Any], dict[str, Any]]:
+        if target.kwargs:
+            kwargs = {**kwargs, **target.kwargs}
+        return target.call or func, kwargs
+
+    def _enter(
+        self, run: _Run, target: Target, attempt: int, kwargs: dict[str, Any]
+    ) -> tuple[contextvars.Token[AttemptContext | None], dict[str, Any], float]:
+        run.attempts += 1
+        run.target_attempts = attempt
+        timeout = run.policy.attempt_timeout_for(run.time_left())
+        token = _attempt_var.set(AttemptContext(target, attempt, timeout, run.deadline_at))
+        if self.timeout_kwarg is not None:
+            kwargs = {**kwargs, self.timeout_kwarg: timeout}
+        return token, kwargs, timeout
+
+    def _failed(self, run: _Run, ticket: Ticket, exc: BaseException) -> None:
+        verdict = self.classifier.classify(exc)
+        run.note(exc, verdict)
+        ticket.breaker.record(ticket, verdict.outcome, verdict.reason)
+
+    def _retrying_kwargs(self, run: _Run, breaker: CircuitBreaker) -> dict[str, Any]:
+        def before_sleep(state: RetryCallState) -> None:
+            breaker.counters.add("retries")
+            verdict = run.last_verdict
+            emit(
+                BreakerEvent(
+                    "retry",
+                    breaker.name,
+                    attempt=state.attempt_number,
+                    wait=run.wait_for(state.attempt_number),
+                    reason=verdict.reason if verdict else None,
+                )
+            )
+
+        return {
+            "stop": run.stop,
+            "wait": run.wait,
+            "retry": retry_if_exception(run.retryable),
+            "reraise": True,
+            "before_sleep": before_sleep,
+        }
+
+    def _sync_sleep(self, seconds: float) -> None:
+        if not is_testing() and seconds > 0:
+            self._sleep(seconds)
+
+    async def _async_sleep_fn(self, seconds: float) -> None:
+        if not is_testing() and seconds > 0:
+            await self._async_sleep(seconds)
+
+    def _next_target(self, run: _Run, index: int) -> bool:
+        """Before target ``index`` > 0: count the fallback; False when no time is left."""
+        if run.time_left() < run.policy.min_attempt_time:
+            run.deadline_hit = True
+            return False
+        previous = self.targets[index - 1]
+        self.breaker(previous).counters.add("fallbacks")
+        emit(BreakerEvent("fallback", previous.name, target=self.targets[index].name))
+        return True
+
+    def _target_outcome(self, run: _Run, exc: BaseException) -> None:
+        """Re-raise ``exc`` unless it means "this target failed": then raise _TargetFailed."""
+        verdict = run.last_verdict
+        if exc is run.last_exc and verdict is not None and verdict.outcome.is_failure:
+            raise _TargetFailed from exc
+        raise exc
+
+    # --- sync function ---------------------------------------------------------------------------
+
+    def _run_sync(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        run = _Run(self, effective_policy(self.policy))
+        unavailable: ProviderUnavailable | None = None
+        for index, target in enumerate(self.targets):
+            if index and not self._next_target(run, index):
+                break
+            try:
+                return self._target_sync(run, target, func, args, kwargs)
+            except ProviderUnavailable as exc:
+                unavailable = _earliest(unavailable, exc)
+            except _TargetFailed:
+                pass
+        raise run.final_error(unavailable) from run.last_exc
+
+    def _attempt_sync(
+        self,
+        run: _Run,
+        target: Target,
+        breaker: CircuitBreaker,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempt: int,
+    ) -> Any:
+        ticket = breaker.admit()
+        token, kwargs, _ = self._enter(run, target, attempt, kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._failed(run, ticket, exc)
+            raise
+        finally:
+            _attempt_var.reset(token)
+        breaker.record(ticket, Outcome.SUCCESS)
+        return result
+
+    def _target_sync(
+        self,
+        run: _Run,
+        target: Target,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        run.new_target()
+        breaker = self.breaker(target)
+        fn, kwargs = self._prepare(run, target, func, kwargs)
+        try:
+            return self._attempt_sync(run, target, breaker, fn, args, kwargs, 1)
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            if not run.retryable(exc):
+                self._target_outcome(run, exc)
+            first = exc
+        retrying = Retrying(sleep=self._sync_sleep, **self._retrying_kwargs(run, breaker))
+        result: Any = _MISSING
+        try:
+            for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    if number == 1:
+                        raise first  # replayed: tenacity computes stop and wait from it
+                    result = self._attempt_sync(run, target, breaker, fn, args, kwargs, number)
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            self._target_outcome(run, exc)
+        return result
+
+    # --- async function ------------------------------------------------------------------------
+
+    async def _run_async(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        run = _Run(self, effective_policy(self.policy))
+        unavailable: ProviderUnavailable | None = None
+        for index, target in enumerate(self.targets):
+            if index and not self._next_target(run, index):
+                break
+            try:
+                return await self._target_async(run, target, func, args, kwargs)
+            except ProviderUnavailable as exc:
+                unavailable = _earliest(unavailable, exc)
+            except _TargetFailed:
+                pass
+        raise run.final_error(unavailable) from run.last_exc
+
+    async def _attempt_async(
+        self,
+        run: _Run,
+        target: Target,
+        breaker: CircuitBreaker,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempt: int,
+    ) -> Any:
+        ticket = breaker.admit()
+        token, kwargs, timeout = self._enter(run, target, attempt, kwargs)
+        try:
+            result = await _with_timeout(fn(*args, **kwargs), timeout, AttemptTimeout, target)
+        except BaseException as exc:
+            self._failed(run, ticket, exc)
+            raise
+        finally:
+            _attempt_var.reset(token)
+        breaker.record(ticket, Outcome.SUCCESS)
+        return result
+
+    async def _target_async(
+        self,
+        run: _Run,
+        target: Target,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        run.new_target()
+        breaker = self.breaker(target)
+        fn, kwargs = self._prepare(run, target, func, kwargs)
+        try:
+            return await self._attempt_async(run, target, breaker, fn, args, kwargs, 1)
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            if not run.retryable(exc):
+                self._target_outcome(run, exc)
+            first = exc
+        retrying = AsyncRetrying(sleep=self._async_sleep_fn, **self._retrying_kwargs(run, breaker))
+        result: Any = _MISSING
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    if number == 1:
+                        raise first
+                    result = await self._attempt_async(
+                        run, target, breaker, fn, args, kwargs, number
+                    )
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            self._target_outcome(run, exc)
+        return result
+
+    # --- sync stream ---------------------------------------------------------------------------
+
+    def _open_attempt_sync(
+        self,
+        run: _Run,
+        target: Target,
+        breaker: CircuitBreaker,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempt: int,
+    ) -> tuple[Iterator[Any], Any, Ticket]:
+        ticket = breaker.admit()
+        token, kwargs, timeout = self._enter(run, target, attempt, kwargs)
+        gen: Iterator[Any] | None = None
+        started = self.clock()
+        try:
+            gen = iter(fn(*args, **kwargs))
+            try:
+                first = next(gen)
+            except StopIteration:
+                first = _MISSING
+            limit = _first_chunk_limit(run.policy, timeout)
+            # A sync generator cannot be interrupted; a late first chunk is still a timeout.
+            if first is not _MISSING and self.clock() - started > limit:
+                raise FirstChunkTimeout(target.name, limit)
+        except BaseException as exc:
+            if gen is not None:
+                _close_quietly(gen)
+            self._failed(run, ticket, exc)
+            raise
+        finally:
+            _attempt_var.reset(token)
+        if first is _MISSING:
+            breaker.record(ticket, Outcome.SUCCESS)
+        return cast(Iterator[Any], gen), first, ticket
+
+    def _open_target_sync(
+        self,
+        run: _Run,
+        target: Target,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Iterator[Any], Any, Ticket]:
+        run.new_target()
+        breaker = self.breaker(target)
+        fn, kwargs = self._prepare(run, target, func, kwargs)
+        try:
+            return self._open_attempt_sync(run, target, breaker, fn, args, kwargs, 1)
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            if not run.retryable(exc):
+                self._target_outcome(run, exc)
+            first = exc
+        retrying = Retrying(sleep=self._sync_sleep, **self._retrying_kwargs(run, breaker))
+        result: Any = _MISSING
+        try:
+            for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    if number == 1:
+                        raise first
+                    result = self._open_attempt_sync(run, target, breaker, fn, args, kwargs, number)
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            self._target_outcome(run, exc)
+        return cast("tuple[Iterator[Any], Any, Ticket]", result)
+
+    def _stream_sync(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Iterator[Any]:
+        run = _Run(self, effective_policy(self.policy))
+        unavailable: ProviderUnavailable | None = None
+        opened: tuple[Iterator[Any], Any, Ticket] | None = None
+        for index, target in enumerate(self.targets):
+            if index and not self._next_target(run, index):
+                break
+            try:
+                opened = self._open_target_sync(run, target, func, args, kwargs)
+                break
+            except ProviderUnavailable as exc:
+                unavailable = _earliest(unavailable, exc)
+            except _TargetFailed:
+                pass
+        if opened is None:
+            raise run.final_error(unavailable) from run.last_exc
+        gen, first, ticket = opened
+        if first is _MISSING:
+            return
+        idle = run.policy.idle_timeout
+        ctx = AttemptContext(
+            current_ticket_target(self, ticket),
+            run.target_attempts,
+            idle if idle is not None else run.policy.deadline,
+            run.deadline_at,
+        )
+        yield from _pass_through_sync(self, ticket, gen, first, ctx, run.policy)
+
+    # --- async stream ------------------------------------------------------------------------
+
+    async def _open_attempt_async(
+        self,
+        run: _Run,
+        target: Target,
+        breaker: CircuitBreaker,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempt: int,
+    ) -> tuple[AsyncIterator[Any], Any, Ticket]:
+        ticket = breaker.admit()
+        token, kwargs, timeout = self._enter(run, target, attempt, kwargs)
+        gen: AsyncIterator[Any] | None = None
+        try:
+            gen = fn(*args, **kwargs).__aiter__()
+            limit = _first_chunk_limit(run.policy, timeout)
+            try:
+                first = await _with_timeout(gen.__anext__(), limit, FirstChunkTimeout, target)
+            except StopAsyncIteration:
+                first = _MISSING
+        except BaseException as exc:
+            if gen is not None:
+                await _aclose_quietly(gen)
+            self._failed(run, ticket, exc)
+            raise
+        finally:
+            _attempt_var.reset(token)
+        if first is _MISSING:
+            breaker.record(ticket, Outcome.SUCCESS)
+        return cast(AsyncIterator[Any], gen), first, ticket
+
+    async def _open_target_async(
+        self,
+        run: _Run,
+        target: Target,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[AsyncIterator[Any], Any, Ticket]:
+        run.new_target()
+        breaker = self.breaker(target)
+        fn, kwargs = self._prepare(run, target, func, kwargs)
+        try:
+            return await self._open_attempt_async(run, target, breaker, fn, args, kwargs, 1)
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            if not run.retryable(exc):
+                self._target_outcome(run, exc)
+            first = exc
+        retrying = AsyncRetrying(sleep=self._async_sleep_fn, **self._retrying_kwargs(run, breaker))
+        result: Any = _MISSING
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    if number == 1:
+                        raise first
+                    result = await self._open_attempt_async(
+                        run, target, breaker, fn, args, kwargs, number
+                    )
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            self._target_outcome(run, exc)
+        return cast("tuple[AsyncIterator[Any], Any, Ticket]", result)
+
+    async def _stream_async(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        run = _Run(self, effective_policy(self.policy))
+        unavailable: ProviderUnavailable | None = None
+        opened: tuple[AsyncIterator[Any], Any, Ticket] | None = None
+        for index, target in enumerate(self.targets):
+            if index and not self._next_target(run, index):
+                break
+            try:
+                opened = await self._open_target_async(run, target, func, args, kwargs)
+                break
+            except ProviderUnavailable as exc:
+                unavailable = _earliest(unavailable, exc)
+            except _TargetFailed:
+                pass
+        if opened is None:
+            raise run.final_error(unavailable) from run.last_exc
+        gen, first, ticket = opened
+        if first is _MISSING:
+            return
+        idle = run.policy.idle_timeout
+        ctx = AttemptContext(
+            current_ticket_target(self, ticket),
+            run.target_attempts,
+            idle if idle is not None else run.policy.deadline,
+            run.deadline_at,
+        )
+        breaker = ticket.breaker
+        chunks = 0
+        outcome: Outcome | None = None
+        reason = ""
+        try:
+            yield first
+            chunks = 1
+            while True:
+                token = _attempt_var.set(ctx)
+                try:
+                    if idle is None:
+                        chunk = await gen.__anext__()
+                    else:
+                        chunk = await _with_timeout(gen.__anext__(), idle, IdleTimeout, ctx.target)
+                except StopAsyncIteration:
+                    outcome = Outcome.SUCCESS
+                    break
+                except BaseException as exc:
+                    verdict = self.classifier.classify(exc)
+                    outcome, reason = verdict.outcome, verdict.reason
+                    if outcome is Outcome.NEUTRAL:
+                        raise
+                    raise StreamInterrupted(ctx.target.name, chunks, exc) from exc
+                finally:
+                    _attempt_var.reset(token)
+                yield chunk
+                chunks += 1
+        finally:
+            breaker.record(ticket, outcome or Outcome.NEUTRAL, reason)
+            await _aclose_quietly(gen)
+
+
+def current_ticket_target(guard: LLMGuard, ticket: Ticket) -> Target:
+    for target in guard.targets:
+        if target.name == ticket.breaker.name:
+            return target
+    return guard.primary  # pragma: no cover - every ticket comes from one of our targets
+
+
+def _first_chunk_limit(policy: RetryPolicy, timeout: float) -> float:
+    if policy.first_chunk_timeout is None:
+        return timeout
+    return min(policy.first_chunk_timeout, timeout)
+
+
+def _pass_through_sync(
+    guard: LLMGuard,
+    ticket: Ticket,
+    gen: Iterator[Any],
+    first: Any,
+    ctx: AttemptContext,
+    policy: RetryPolicy,
+) -> Iterator[Any]:
+    breaker = ticket.breaker
+    idle = policy.idle_timeout
+    clock = guard.clock
+    chunks = 0
+    outcome: Outcome | None = None
+    reason = ""
+    try:
+        yield first
+        chunks = 1
+        while True:
+            token = _attempt_var.set(ctx)
+            started = clock()
+            try:
+                chunk = next(gen)
+                if idle is not None and clock() - started > idle:
+                    # Sync iteration cannot be interrupted: a late chunk is detected on arrival.
+                    raise IdleTimeout(ctx.target.name, idle)
+            except StopIteration:
+                outcome = Outcome.SUCCESS
+                break
+            except BaseException as exc:
+                verdict = guard.classifier.classify(exc)
+                outcome, reason = verdict.outcome, verdict.reason
+                if outcome is Outcome.NEUTRAL:
+                    raise
+                raise StreamInterrupted(ctx.target.name, chunks, exc) from exc
+            finally:
+                _attempt_var.reset(token)
+            yield chunk
+            chunks += 1
+    finally:
+        breaker.record(ticket, outcome or Outcome.NEUTRAL, reason)
+        _close_quietly(gen)
+
+
+def _close_quietly(gen: Iterator[Any]) -> None:
+    close = getattr(gen, "close", None)
+    if close is not None:
+        # The stream already ended or failed; closing it must not mask that.
+        with contextlib.suppress(Exception):
+            close()
+
+
+async def _aclose_quietly(gen: AsyncIterator[Any]) -> None:
+    aclose = getattr(gen, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+if sys.version_info >= (3, 11):
+
+    async def _with_timeout(
+        awaitable: Awaitable[T], seconds: float, error: type[LLMTimeout], target: Target
+    ) -> T:
+        try:
+            async with asyncio.timeout(seconds) as scope:
+                return await awaitable
+        except TimeoutError as exc:
+            if scope.expired():
+                raise error(target.name, seconds) from exc
+            raise
+
+else:  # pragma: no cover - exercised by the py310 tox env
+
+    async def _with_timeout(
+        awaitable: Awaitable[T], seconds: float, error: type[LLMTimeout], target: Target
+    ) -> T:
+        try:
+            return await asyncio.wait_for(awaitable, seconds)
+        except asyncio.TimeoutError as exc:
+            raise error(target.name, seconds) from exc
+
+
+def llm_call(
+    provider: str,
+    *,
+    key: str | None = None,
+    fallbacks: Sequence[Target | str] = (),
+    classifier: Classifier | None = None,
+    timeout_kwarg: str | None = None,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    async_sleep: Callable[[float], Awaitable[None]] | None = None,
+    random: Callable[[], float] | None = None,
+    **options: Any,
+) -> LLMGuard:
+    """Guard calls to ``provider``: ``@llm_call("openai", deadline=30, fallbacks=["azure"])``.
+
+    Works on functions, coroutine functions, generator and async generator functions
+    (streams).  ``options`` are provider options (see ``PROVIDER_OPTIONS``) overriding
+    ``ARENA_SCALE_LLM_PROVIDERS[provider]``; invalid ones raise :class:`GuardConfigError` here.
+    ``clock``/``sleep``/``async_sleep``/``random`` are injectable for tests.
+    """
+    return LLMGuard(
+        provider,
+        key=key,
+        fallbacks=fallbacks,
+        classifier=classifier,
+        timeout_kwarg=timeout_kwarg,
+        clock=clock,
+        sleep=sleep,
+        async_sleep=async_sleep,
+        random=random,
+        **options,
+    )
