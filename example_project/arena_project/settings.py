@@ -6,6 +6,7 @@ DATABASE_URL         e.g. postgres://user:pass@host/db; default: SQLite file SQL
                      (db.sqlite3 in this folder)
 SECRET_KEY           required when DJANGO_DEBUG is off in production (a dev default is used)
 ALLOWED_HOSTS        comma-separated; default localhost,127.0.0.1,[::1]
+ARENA_HTTPS          1 behind a TLS-terminating proxy: secure cookies, HTTPS redirect, HSTS
 ARENA_SCALE_*        any django-arena-scale setting, e.g. ARENA_SCALE_REPLICAS=3,
                      ARENA_SCALE_DRAIN_FILE=/tmp/drain, ARENA_SCALE_STATUS_TOKEN=...
                      (lists and dicts as JSON)
@@ -20,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from django_arena_scale.conf import SETTINGS as ARENA_SCALE_REGISTRY
+from django_arena_scale import conf as arena_scale_conf
 from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ def _arena_scale_from_env(name: str, raw: str) -> Any:
 
     A wrong value is passed on as given so that ``manage.py check`` reports it with a hint.
     """
-    types = ARENA_SCALE_REGISTRY[name].types
+    types = arena_scale_conf.SETTINGS[name].types
     try:
         if bool in types and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
             return raw.lower() in {"1", "true", "yes", "on"}
@@ -55,6 +56,14 @@ DEBUG = env("DJANGO_DEBUG", "") == "1"
 SECRET_KEY = env("SECRET_KEY") or "dev-only-insecure-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = _csv(env("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"))
 CSRF_TRUSTED_ORIGINS = _csv(env("CSRF_TRUSTED_ORIGINS", ""))
+
+# Behind a TLS-terminating nginx or ingress (ARENA_HTTPS=1): secure cookies and HSTS; the proxy
+# tells Django the original scheme.
+HTTPS = env("ARENA_HTTPS", "") == "1"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = 3600 if HTTPS else 0
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -118,7 +127,7 @@ globals().update(redis_sessions(SESSION_REDIS_URL, caches=CACHES))
 CHANNEL_LAYERS = channel_layers(CHANNEL_REDIS_URL)
 
 # --- django-arena-scale -------------------------------------------------------------------------
-for _name in ARENA_SCALE_REGISTRY:
+for _name in arena_scale_conf.SETTINGS:
     _raw = env(f"ARENA_SCALE_{_name}")
     if _raw is not None:
         globals()[f"ARENA_SCALE_{_name}"] = _arena_scale_from_env(_name, _raw)
