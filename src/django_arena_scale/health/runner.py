@@ -89,6 +89,7 @@ class Runner:
         self._inflight: Future[Report] | None = None
         self._running: dict[str, Outcome] = {}
         self.evaluations = 0
+        self.joined = 0  # callers that waited for another caller's evaluation
 
     def __repr__(self) -> str:
         return f"<Runner evaluations={self.evaluations} cached={self._cached!r}>"
@@ -111,6 +112,7 @@ class Runner:
             if cached is not None:
                 return cached
             if self._inflight is not None:
+                self.joined += 1
                 return self._inflight, False
             flight: Future[Report] = Future()
             # A running future cannot be cancelled, so one waiter giving up cannot break others.

@@ -80,14 +80,19 @@ def _lifecycle_reason(state: State) -> Reason:
     return Reason.DRAINING if state is State.DRAINING else Reason.STARTING
 
 
-def _ensure_started(lifecycle: Lifecycle) -> None:
-    if not lifecycle.warmups_claimed:
+def _current_state() -> State:
+    """The lifecycle state, first starting the warm-ups if nobody did in this process."""
+    lifecycle = get_lifecycle()
+    state = lifecycle.state
+    if state is State.STARTING and not lifecycle.warmups_claimed:
         from django_arena_scale.lifecycle.warmup import start_warmups
 
         try:
             start_warmups()
         except Exception:
             logger.exception("Starting the warm-ups failed.")
+        state = lifecycle.state
+    return state
 
 
 # --- /live/ and /health/ --------------------------------------------------------------------
@@ -106,12 +111,9 @@ def _not_ready_body(state: State) -> bytes:
 
 def health(request: HttpRequest) -> HttpResponse:
     """Lifecycle only: 200 when READY, 503 when STARTING or DRAINING."""
-    lifecycle = get_lifecycle()
-    state = lifecycle.state
+    state = _current_state()
     if state is State.READY:
         return _response(200, _PASS, request)
-    if state is State.STARTING:
-        _ensure_started(lifecycle)
     return _response(503, _not_ready_body(state), request)
 
 
@@ -134,12 +136,9 @@ def _ready_from(report: Report, request: HttpRequest) -> HttpResponse:
 
 
 def _ready_precheck(request: HttpRequest) -> HttpResponse | None:
-    lifecycle = get_lifecycle()
-    state = lifecycle.state
+    state = _current_state()
     if state is State.READY:
         return None
-    if state is State.STARTING:
-        _ensure_started(lifecycle)
     return _response(503, _not_ready_body(state), request)
 
 
@@ -323,9 +322,7 @@ def _status_response(request: HttpRequest, report: Report, detailed: bool) -> Ht
 
 def status(request: HttpRequest) -> HttpResponse:
     """IETF health+json; details for a bearer token, an allowed network or a staff user."""
-    lifecycle = get_lifecycle()
-    if lifecycle.state is State.STARTING:
-        _ensure_started(lifecycle)
+    _current_state()
     detailed = _token_or_network(request) or is_staff_request(request)
     report = get_runner().get(get_checks, **_runner_kwargs())
     return _status_response(request, report, detailed)
@@ -334,9 +331,7 @@ def status(request: HttpRequest) -> HttpResponse:
 async def astatus(request: HttpRequest) -> HttpResponse:
     from asgiref.sync import sync_to_async
 
-    lifecycle = get_lifecycle()
-    if lifecycle.state is State.STARTING:
-        _ensure_started(lifecycle)
+    _current_state()
     detailed = _token_or_network(request)
     if not detailed:
         detailed = await sync_to_async(is_staff_request, thread_sensitive=True)(request)

@@ -38,12 +38,14 @@ class Lifecycle:
         self,
         *,
         drain_file: str | None = None,
+        drain_file_provider: Callable[[], str | None] | None = None,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
-        self.drain_file = drain_file
+        self._drain_file = drain_file
+        self._drain_file_provider = drain_file_provider
         self._ready = False
         self._draining = False
         self._broken: str | None = None
@@ -64,8 +66,20 @@ class Lifecycle:
             return State.DRAINING
         return State.READY if self._ready else State.STARTING
 
+    @property
+    def drain_file(self) -> str | None:
+        """The explicit drain-file path, else the provider's (``ARENA_SCALE_DRAIN_FILE``)."""
+        if self._drain_file is not None or self._drain_file_provider is None:
+            return self._drain_file
+        return self._drain_file_provider()
+
+    @drain_file.setter
+    def drain_file(self, path: str | None) -> None:
+        self._drain_file = path
+
     def drain_file_present(self) -> bool:
-        return bool(self.drain_file) and os.path.exists(self.drain_file)  # type: ignore[arg-type]
+        path = self.drain_file
+        return bool(path) and os.path.exists(path)  # type: ignore[arg-type]
 
     def mark_ready(self) -> None:
         with self._lock:
@@ -184,6 +198,23 @@ def registered_warmups() -> Sequence[Warmup]:
         return list(_warmups)
 
 
+def settings_drain_file() -> str | None:
+    """``ARENA_SCALE_DRAIN_FILE`` once Django settings are configured, else None.
+
+    The only place this module looks at Django, lazily, so the core stays importable (and
+    testable) without settings.
+    """
+    try:
+        from django.conf import settings
+    except ImportError:  # pragma: no cover - Django is a dependency
+        return None
+    if not settings.configured:
+        return None
+    from django_arena_scale.conf import conf
+
+    return conf.DRAIN_FILE
+
+
 _lifecycle: Lifecycle | None = None
 _lifecycle_lock = threading.Lock()
 
@@ -194,7 +225,7 @@ def get_lifecycle() -> Lifecycle:
     if _lifecycle is None:
         with _lifecycle_lock:
             if _lifecycle is None:
-                _lifecycle = Lifecycle()
+                _lifecycle = Lifecycle(drain_file_provider=settings_drain_file)
     return _lifecycle
 
 
@@ -202,5 +233,5 @@ def reset_lifecycle(lifecycle: Lifecycle | None = None) -> Lifecycle:
     """Replace the process-wide lifecycle (tests, and a forked worker starting afresh)."""
     global _lifecycle
     with _lifecycle_lock:
-        _lifecycle = lifecycle or Lifecycle()
+        _lifecycle = lifecycle or Lifecycle(drain_file_provider=settings_drain_file)
         return _lifecycle
