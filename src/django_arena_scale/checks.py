@@ -1,3 +1,706 @@
-"""Django system checks for django-arena-scale (filled in below; ids are stable)."""
+"""Django system checks: the settings contract of django-arena-scale.
+
+Every message has a stable id and a hint that says what to type.  ``manage.py check`` runs
+the checks that catch a wrong or contradictory setting; ``manage.py check --deploy`` adds the
+ones about running several replicas.  No check raises: a bad value is reported, never crashed on.
+
+Always (``check`` and ``check --deploy``):
+
+- ``E001`` ProbeMiddleware is in ``MIDDLEWARE`` but not first.
+- ``E002`` an ``ARENA_SCALE_*`` setting has the wrong type.
+- ``W002`` an ``ARENA_SCALE_*`` name is unknown (with a "did you mean").
+- ``E003`` a Redis URL in ``CACHES``, ``CHANNEL_LAYERS`` or ``ARENA_SCALE_BREAKER_REDIS_URL``
+  is malformed (password redacted).
+- ``E004`` two health checks share a name.  ``E005`` an ``ARENA_SCALE_CHECKS`` path cannot be
+  loaded.  ``E006`` an entry of ``ARENA_SCALE_STATUS_ALLOWED_CIDRS`` or
+  ``ARENA_SCALE_TRUSTED_PROXIES`` is not an IP network.
+- ``E030`` the readiness deadline is not below the probe timeout.  ``E031`` a duration or count
+  is out of range.  ``W030`` the per-check timeout exceeds the readiness deadline.
+
+Deploy only (``check --deploy``):
+
+- ``W001`` ProbeMiddleware is missing from ``MIDDLEWARE``.
+- With more than one replica declared (``ARENA_SCALE_REPLICAS`` or
+  ``ARENA_SCALE_DEPLOY["replicas"]``): ``W010`` a per-process cache; ``E010`` sessions on a
+  per-process cache; ``E011`` file sessions; ``E012`` the in-memory channel layer.
+- ``W020`` sessions, ``W021`` the channel layer, on the same Redis server as the cache
+  (its eviction would log users out or drop messages).
+- ``W031`` the readiness cache TTL is so long that an outage is noticed late.
+- ``W040`` a database keeps connections (``CONN_MAX_AGE``) without ``CONN_HEALTH_CHECKS``.
+"""
 
 from __future__ import annotations
+
+import difflib
+import functools
+import ipaddress
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from django_arena_scale import redis as redis_helpers
+from django_arena_scale.conf import PREFIX, SETTINGS, conf
+
+TAG = "django_arena_scale"
+PROBE_MIDDLEWARE = "django_arena_scale.middleware.ProbeMiddleware"
+# Caches whose content lives in one process or on one machine, i.e. per replica.
+PER_PROCESS_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache": "LocMemCache",
+    "django.core.cache.backends.filebased.FileBasedCache": "FileBasedCache",
+}
+CACHE_SESSION_ENGINES = {
+    "django.contrib.sessions.backends.cache",
+    "django.contrib.sessions.backends.cached_db",
+}
+FILE_SESSION_ENGINE = "django.contrib.sessions.backends.file"
+INMEMORY_CHANNEL_LAYER = "channels.layers.InMemoryChannelLayer"
+# Kubernetes probes every 10 s by default; results reused longer than that hide an outage.
+MAX_SENSIBLE_CACHE_TTL = 10.0
+HELPERS_HINT = "django_arena_scale.redis"
+
+Messages = list[CheckMessage]
+CheckFunc = Callable[..., Messages]
+
+
+def _safe(func: CheckFunc) -> CheckFunc:
+    """Turn an unexpected exception into a warning: a check must never crash ``manage.py``."""
+
+    @functools.wraps(func)
+    def wrapper(app_configs: Any = None, **kwargs: Any) -> Messages:
+        try:
+            return func(app_configs, **kwargs)
+        except Exception as exc:
+            # Only the type: the text of an arbitrary error may quote a secret setting.
+            return [
+                Warning(
+                    f"django-arena-scale could not run its {func.__name__} check "
+                    f"({type(exc).__name__}).",
+                    hint="Fix the setting the other messages name; if there is none, report "
+                    "this as a bug.",
+                    id="django_arena_scale.W099",
+                )
+            ]
+
+    return wrapper
+
+
+def _setting(name: str, default: Any = None) -> Any:
+    return getattr(settings, name, default)
+
+
+def _mapping(name: str) -> Mapping[str, Any]:
+    value = _setting(name, {})
+    return value if isinstance(value, Mapping) else {}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(name: str) -> float | None:
+    """A numeric ARENA_SCALE_* value, or None when its type is wrong (E002 reports that)."""
+    value = conf.raw(name)
+    if not SETTINGS[name].accepts(value) or value is None:
+        return None
+    return float(value)
+
+
+def declared_replicas() -> int:
+    """The largest replica count the settings declare (1 when none or when malformed)."""
+    counts = [1]
+    replicas = conf.raw("REPLICAS")
+    if _is_int(replicas):
+        counts.append(replicas)
+    deploy = conf.raw("DEPLOY")
+    if isinstance(deploy, Mapping) and _is_int(deploy.get("replicas")):
+        counts.append(deploy["replicas"])
+    return max(counts)
+
+
+# --- middleware ---------------------------------------------------------------------------------
+
+
+def _is_probe_middleware(entry: Any) -> bool:
+    if entry == PROBE_MIDDLEWARE:
+        return True
+    if not isinstance(entry, str) or "Probe" not in entry:
+        return False
+    try:
+        from django.utils.module_loading import import_string
+
+        from django_arena_scale.middleware import ProbeMiddleware
+
+        cls = import_string(entry)
+    except Exception:
+        # Django reports a middleware it cannot import when it builds the handler.
+        return False
+    return isinstance(cls, type) and issubclass(cls, ProbeMiddleware)
+
+
+def _probe_position() -> tuple[int | None, Sequence[Any]]:
+    middleware = _setting("MIDDLEWARE", [])
+    if not isinstance(middleware, (list, tuple)):
+        return None, []
+    for index, entry in enumerate(middleware):
+        if _is_probe_middleware(entry):
+            return index, middleware
+    return None, middleware
+
+
+@register(TAG)
+@_safe
+def check_probe_middleware_first(app_configs: Any = None, **kwargs: Any) -> Messages:
+    index, middleware = _probe_position()
+    if index is None or index == 0:
+        return []
+    return [
+        Error(
+            f"ProbeMiddleware is entry {index + 1} of MIDDLEWARE, after {middleware[0]!r}; "
+            f"it must be first.",
+            hint=f"Move {PROBE_MIDDLEWARE!r} to the top of MIDDLEWARE, so probes skip host "
+            "validation, HTTPS redirects, sessions, login and throttling.",
+            id="django_arena_scale.E001",
+        )
+    ]
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_probe_middleware_present(app_configs: Any = None, **kwargs: Any) -> Messages:
+    index, _ = _probe_position()
+    if index is not None or not isinstance(_setting("MIDDLEWARE", []), (list, tuple)):
+        return []
+    return [
+        Warning(
+            "ProbeMiddleware is not in MIDDLEWARE, so probes pass through every other "
+            "middleware (ALLOWED_HOSTS, SECURE_SSL_REDIRECT, login) and may be refused.",
+            hint=f"Add {PROBE_MIDDLEWARE!r} as the first entry of MIDDLEWARE.",
+            id="django_arena_scale.W001",
+        )
+    ]
+
+
+# --- ARENA_SCALE_* names and types --------------------------------------------------------------
+
+
+@register(TAG)
+@_safe
+def check_setting_types(app_configs: Any = None, **kwargs: Any) -> Messages:
+    messages: Messages = []
+    for setting in SETTINGS.values():
+        value = conf.raw(setting.name)
+        if setting.accepts(value):
+            continue
+        messages.append(
+            Error(
+                f"{setting.full_name} must be {setting.expected()}, not "
+                f"{type(value).__name__} ({_shown(setting.name, value)}).",
+                hint=f"Set {setting.full_name} = {setting.default!r} (the default) or another "
+                f"{setting.expected()} value: {setting.doc}",
+                obj=setting.full_name,
+                id="django_arena_scale.E002",
+            )
+        )
+    return messages
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "STATUS_TOKEN":
+        return "value hidden"
+    text = repr(redis_helpers.redact_url(value) if isinstance(value, str) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@register(TAG)
+@_safe
+def check_unknown_settings(app_configs: Any = None, **kwargs: Any) -> Messages:
+    messages: Messages = []
+    known = [s.full_name for s in SETTINGS.values()]
+    for name in conf.names_in_settings():
+        if name in known:
+            continue
+        # Compare without the shared prefix, which would make every name look close.
+        close = difflib.get_close_matches(name[len(PREFIX) :], list(SETTINGS), n=1, cutoff=0.6)
+        hint = (
+            f"Did you mean {PREFIX}{close[0]}?"
+            if close
+            else "Remove it, or check its spelling against django_arena_scale.conf.SETTINGS."
+        )
+        messages.append(
+            Warning(
+                f"{name} is not a django-arena-scale setting; it has no effect.",
+                hint=hint,
+                obj=name,
+                id="django_arena_scale.W002",
+            )
+        )
+    return messages
+
+
+# --- Redis URLs ---------------------------------------------------------------------------------
+
+
+def _redis_urls() -> Iterator[tuple[str, str]]:
+    """(where, url) for every Redis URL the settings use."""
+    for alias, entry in _mapping("CACHES").items():
+        for url in redis_helpers.cache_redis_urls(entry):
+            yield f"CACHES[{alias!r}]", url
+    for alias, entry in _mapping("CHANNEL_LAYERS").items():
+        for url in redis_helpers.channel_layer_redis_urls(entry):
+            yield f"CHANNEL_LAYERS[{alias!r}]", url
+    breaker = conf.raw("BREAKER_REDIS_URL")
+    if isinstance(breaker, str) and breaker.strip():
+        yield f"{PREFIX}BREAKER_REDIS_URL", breaker
+
+
+@register(TAG)
+@_safe
+def check_redis_urls(app_configs: Any = None, **kwargs: Any) -> Messages:
+    messages: Messages = []
+    for where, url in _redis_urls():
+        try:
+            redis_helpers.parse_redis_url(url)
+        except (TypeError, ValueError) as exc:
+            messages.append(
+                Error(
+                    f"{where}: {exc}",
+                    hint="Write it as redis://:PASSWORD@HOST:6379/0 (rediss:// for TLS, "
+                    "unix:///path/to/redis.sock for a socket) and percent-encode / ? # @ : in "
+                    "the password.",
+                    obj=where,
+                    id="django_arena_scale.E003",
+                )
+            )
+    return messages
+
+
+# --- health-check registry ----------------------------------------------------------------------
+
+
+_REGISTRY_SETTINGS = ("CHECKS", "DATABASE_CHECKS", "REDIS_CHECKS", "CHANNEL_LAYER_CHECK")
+
+
+def _registry_inputs_ok() -> bool:
+    """Whether the settings the health-check registry is built from are well formed.
+
+    When they are not, the registry cannot be listed; E002 and Django's own checks report the
+    cause, so the duplicate-name check stays quiet instead of failing on it.
+    """
+    if not all(SETTINGS[name].accepts(conf.raw(name)) for name in _REGISTRY_SETTINGS):
+        return False
+    for name in ("CACHES", "DATABASES", "CHANNEL_LAYERS"):
+        value = _setting(name, {})
+        if not isinstance(value, Mapping):
+            return False
+        if not all(isinstance(entry, Mapping) for entry in value.values()):
+            return False
+    return True
+
+
+@register(TAG)
+@_safe
+def check_health_check_names(app_configs: Any = None, **kwargs: Any) -> Messages:
+    try:
+        from django_arena_scale.health.registry import duplicate_check_names
+    except ImportError:
+        return []
+    if not _registry_inputs_ok():
+        return []
+    return [
+        Error(
+            f"Health check name {name!r} is used by more than one check; /ready/ and /status/ "
+            f"key results by name.",
+            hint="Give each check its own name: @register_check(name='...'), "
+            "Check(name='...') in ARENA_SCALE_CHECKS.",
+            obj=name,
+            id="django_arena_scale.E004",
+        )
+        for name in duplicate_check_names()
+    ]
+
+
+@register(TAG)
+@_safe
+def check_health_check_paths(app_configs: Any = None, **kwargs: Any) -> Messages:
+    if not SETTINGS["CHECKS"].accepts(conf.raw("CHECKS")):
+        return []  # E002 already reports the type
+    try:
+        from django_arena_scale.health.registry import invalid_check_paths
+    except ImportError:
+        return []
+    return [
+        Error(
+            f"{PREFIX}CHECKS entry {path!r} cannot be loaded ({why}).",
+            hint="Use the dotted path of a Check instance or of a function taking no "
+            "argument, e.g. 'myproject.health.check_llm'.",
+            obj=path,
+            id="django_arena_scale.E005",
+        )
+        for path, why in invalid_check_paths().items()
+    ]
+
+
+@register(TAG)
+@_safe
+def check_networks(app_configs: Any = None, **kwargs: Any) -> Messages:
+    messages: Messages = []
+    for name in ("STATUS_ALLOWED_CIDRS", "TRUSTED_PROXIES"):
+        value = conf.raw(name)
+        if not SETTINGS[name].accepts(value):
+            continue
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except (TypeError, ValueError):
+                messages.append(
+                    Error(
+                        f"{PREFIX}{name} entry {entry!r} is not an IP network.",
+                        hint=f"Write networks like '10.0.0.0/8', '192.168.1.7' or 'fd00::/8' in "
+                        f"{PREFIX}{name}.",
+                        obj=f"{PREFIX}{name}",
+                        id="django_arena_scale.E006",
+                    )
+                )
+    return messages
+
+
+# --- durations ----------------------------------------------------------------------------------
+
+# name -> (lowest allowed value, is that bound inclusive)
+_RANGES: dict[str, tuple[float, bool]] = {
+    "PROBE_TIMEOUT": (0.0, False),
+    "READY_DEADLINE": (0.0, False),
+    "CHECK_TIMEOUT": (0.0, False),
+    "CHECK_CACHE_TTL": (0.0, True),
+    "HEARTBEAT_TIMEOUT": (0.0, False),
+    "SHUTDOWN_HOOK_TIMEOUT": (0.0, False),
+    "SSE_RECONNECT_MS": (0.0, True),
+    "REPLICAS": (1.0, True),
+}
+
+
+def _in_range(name: str) -> float | None:
+    """The value when its type is right and it is in range, else None."""
+    value = _number(name)
+    if value is None or math.isnan(value) or math.isinf(value):
+        return None
+    low, inclusive = _RANGES[name]
+    if value < low or (value == low and not inclusive):
+        return None
+    return value
+
+
+@register(TAG)
+@_safe
+def check_ranges(app_configs: Any = None, **kwargs: Any) -> Messages:
+    messages: Messages = []
+    for name, (low, inclusive) in _RANGES.items():
+        value = _number(name)
+        if value is None or _in_range(name) is not None:
+            continue
+        bound = f">= {low:g}" if inclusive else f"> {low:g}"
+        default = SETTINGS[name].default
+        messages.append(
+            Error(
+                f"{PREFIX}{name} must be a finite number {bound}, not {conf.raw(name)!r}.",
+                hint=f"Set {PREFIX}{name} = {default!r} (the default) or another value {bound}.",
+                obj=f"{PREFIX}{name}",
+                id="django_arena_scale.E031",
+            )
+        )
+    return messages
+
+
+@register(TAG)
+@_safe
+def check_ready_deadline(app_configs: Any = None, **kwargs: Any) -> Messages:
+    deadline, probe = _in_range("READY_DEADLINE"), _in_range("PROBE_TIMEOUT")
+    if deadline is None or probe is None or deadline < probe:
+        return []
+    return [
+        Error(
+            f"{PREFIX}READY_DEADLINE ({deadline:g} s) must be below {PREFIX}PROBE_TIMEOUT "
+            f"({probe:g} s), or the load balancer gives up before /ready/ answers.",
+            hint=f"Set {PREFIX}READY_DEADLINE = {round(probe * 0.8, 3):g} (0.8 x the probe "
+            f"timeout), or raise the probe's timeout and {PREFIX}PROBE_TIMEOUT together.",
+            obj=f"{PREFIX}READY_DEADLINE",
+            id="django_arena_scale.E030",
+        )
+    ]
+
+
+@register(TAG)
+@_safe
+def check_check_timeout(app_configs: Any = None, **kwargs: Any) -> Messages:
+    timeout, deadline = _in_range("CHECK_TIMEOUT"), _in_range("READY_DEADLINE")
+    if timeout is None or deadline is None or timeout <= deadline:
+        return []
+    return [
+        Warning(
+            f"{PREFIX}CHECK_TIMEOUT ({timeout:g} s) exceeds {PREFIX}READY_DEADLINE "
+            f"({deadline:g} s): slow checks are cut off by the deadline instead.",
+            hint=f"Set {PREFIX}CHECK_TIMEOUT = {deadline:g} or less.",
+            obj=f"{PREFIX}CHECK_TIMEOUT",
+            id="django_arena_scale.W030",
+        )
+    ]
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_cache_ttl(app_configs: Any = None, **kwargs: Any) -> Messages:
+    ttl = _in_range("CHECK_CACHE_TTL")
+    if ttl is None or ttl <= MAX_SENSIBLE_CACHE_TTL:
+        return []
+    return [
+        Warning(
+            f"{PREFIX}CHECK_CACHE_TTL is {ttl:g} s: /ready/ would keep answering from a result "
+            f"that old, longer than the default 10 s probe period, after a dependency fails.",
+            hint=f"Set {PREFIX}CHECK_CACHE_TTL = 1.0 (the default); one evaluation per second "
+            "is already shared by all concurrent probes.",
+            obj=f"{PREFIX}CHECK_CACHE_TTL",
+            id="django_arena_scale.W031",
+        )
+    ]
+
+
+# --- several replicas: per-process state --------------------------------------------------------
+
+
+def _backend(entry: Any) -> str:
+    backend = entry.get("BACKEND") if isinstance(entry, Mapping) else None
+    return backend if isinstance(backend, str) else ""
+
+
+def _replica_note(replicas: int) -> str:
+    return f"while {replicas} replicas are declared ({PREFIX}REPLICAS / {PREFIX}DEPLOY)"
+
+
+def _session_engine() -> str:
+    engine = _setting("SESSION_ENGINE", "django.contrib.sessions.backends.db")
+    return engine if isinstance(engine, str) else ""
+
+
+def _session_alias() -> str:
+    alias = _setting("SESSION_CACHE_ALIAS", "default")
+    return alias if isinstance(alias, str) else "default"
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_per_process_cache(app_configs: Any = None, **kwargs: Any) -> Messages:
+    replicas = declared_replicas()
+    if replicas <= 1:
+        return []
+    messages: Messages = []
+    for alias, entry in _mapping("CACHES").items():
+        kind = PER_PROCESS_CACHES.get(_backend(entry))
+        if kind is None:
+            continue
+        messages.append(
+            Warning(
+                f"CACHES[{alias!r}] uses {kind}, which every replica keeps to itself, "
+                f"{_replica_note(replicas)}: cached values and counters differ per replica.",
+                hint=f"Put the cache on Redis: CACHES = redis_cache(os.environ['REDIS_URL']) "
+                f"(from {HELPERS_HINT} import redis_cache).",
+                obj=f"CACHES[{alias!r}]",
+                id="django_arena_scale.W010",
+            )
+        )
+    return messages
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_per_process_sessions(app_configs: Any = None, **kwargs: Any) -> Messages:
+    replicas = declared_replicas()
+    if replicas <= 1:
+        return []
+    engine = _session_engine()
+    if engine == FILE_SESSION_ENGINE:
+        return [
+            Error(
+                f"SESSION_ENGINE stores sessions in files on each replica "
+                f"{_replica_note(replicas)}: users are logged out when the next request "
+                f"reaches another replica.",
+                hint="Use Redis sessions: globals().update(redis_sessions("
+                f"os.environ['REDIS_SESSIONS_URL'], caches=CACHES)) (from {HELPERS_HINT}), "
+                "or SESSION_ENGINE = 'django.contrib.sessions.backends.db'.",
+                obj="SESSION_ENGINE",
+                id="django_arena_scale.E011",
+            )
+        ]
+    if engine not in CACHE_SESSION_ENGINES:
+        return []
+    alias = _session_alias()
+    kind = PER_PROCESS_CACHES.get(_backend(_mapping("CACHES").get(alias)))
+    if kind is None:
+        return []
+    return [
+        Error(
+            f"Sessions are cached in CACHES[{alias!r}], a {kind} that every replica keeps to "
+            f"itself, {_replica_note(replicas)}: a login or logout is not seen by the "
+            f"other replicas.",
+            hint="Use Redis sessions: globals().update(redis_sessions("
+            f"os.environ['REDIS_SESSIONS_URL'], caches=CACHES)) (from {HELPERS_HINT}), "
+            "or SESSION_ENGINE = 'django.contrib.sessions.backends.db'.",
+            obj="SESSION_ENGINE",
+            id="django_arena_scale.E010",
+        )
+    ]
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_per_process_channel_layer(app_configs: Any = None, **kwargs: Any) -> Messages:
+    replicas = declared_replicas()
+    if replicas <= 1:
+        return []
+    return [
+        Error(
+            f"CHANNEL_LAYERS[{alias!r}] is the in-memory channel layer "
+            f"{_replica_note(replicas)}: group messages never reach consumers on other "
+            f"replicas.",
+            hint="Use Redis: CHANNEL_LAYERS = channel_layers(os.environ['REDIS_CHANNELS_URL']) "
+            f"(from {HELPERS_HINT} import channel_layers).",
+            obj=f"CHANNEL_LAYERS[{alias!r}]",
+            id="django_arena_scale.E012",
+        )
+        for alias, entry in _mapping("CHANNEL_LAYERS").items()
+        if _backend(entry) == INMEMORY_CHANNEL_LAYER
+    ]
+
+
+# --- Redis roles sharing one server -------------------------------------------------------------
+
+
+def _servers(urls: Sequence[str]) -> dict[str, str]:
+    """server identity -> a redacted URL, skipping malformed URLs (E003 reports those)."""
+    servers: dict[str, str] = {}
+    for url in urls:
+        try:
+            target = redis_helpers.parse_redis_url(url)
+        except (TypeError, ValueError):
+            continue
+        servers.setdefault(target.server, target.redacted)
+    return servers
+
+
+def _cache_servers(exclude: str | None) -> dict[str, tuple[str, str]]:
+    """server -> (alias, redacted URL) for every Redis cache alias except ``exclude``."""
+    found: dict[str, tuple[str, str]] = {}
+    for alias, entry in _mapping("CACHES").items():
+        if alias == exclude:
+            continue
+        for server, shown in _servers(redis_helpers.cache_redis_urls(entry)).items():
+            found.setdefault(server, (alias, shown))
+    return found
+
+
+SHARED_HINT = (
+    "Give {role} a Redis server of its own with maxmemory-policy noeviction (a different db "
+    "number is not enough: eviction is per server), e.g. {example}."
+)
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_sessions_share_cache_redis(app_configs: Any = None, **kwargs: Any) -> Messages:
+    # cached_db keeps the database as the source of truth: an evicted copy costs one query.
+    if _session_engine() != "django.contrib.sessions.backends.cache":
+        return []
+    alias = _session_alias()
+    session_servers = _servers(redis_helpers.cache_redis_urls(_mapping("CACHES").get(alias, {})))
+    if not session_servers:
+        return []
+    hint = SHARED_HINT.format(
+        role="sessions",
+        example="globals().update(redis_sessions(os.environ['REDIS_SESSIONS_URL'], caches=CACHES))",
+    )
+    if alias == "default":
+        return [
+            Warning(
+                "Sessions are stored in the general 'default' cache (SESSION_CACHE_ALIAS): "
+                "evicting cache entries logs users out.",
+                hint=hint,
+                obj="SESSION_CACHE_ALIAS",
+                id="django_arena_scale.W020",
+            )
+        ]
+    caches = _cache_servers(exclude=alias)
+    return [
+        Warning(
+            f"Sessions (CACHES[{alias!r}], {shown}) are on the same Redis server as "
+            f"CACHES[{caches[server][0]!r}]: evicting cache entries logs users out.",
+            hint=hint,
+            obj="SESSION_CACHE_ALIAS",
+            id="django_arena_scale.W020",
+        )
+        for server, shown in session_servers.items()
+        if server in caches
+    ]
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_channels_share_cache_redis(app_configs: Any = None, **kwargs: Any) -> Messages:
+    exclude = (
+        _session_alias() if _session_engine() == "django.contrib.sessions.backends.cache" else None
+    )
+    caches = _cache_servers(exclude=exclude)
+    messages: Messages = []
+    for layer_alias, entry in _mapping("CHANNEL_LAYERS").items():
+        for server, shown in _servers(redis_helpers.channel_layer_redis_urls(entry)).items():
+            if server not in caches:
+                continue
+            messages.append(
+                Warning(
+                    f"CHANNEL_LAYERS[{layer_alias!r}] ({shown}) is on the same Redis server as "
+                    f"CACHES[{caches[server][0]!r}]: evicting cache entries drops channel "
+                    f"messages and group memberships.",
+                    hint=SHARED_HINT.format(
+                        role="the channel layer",
+                        example="CHANNEL_LAYERS = channel_layers(os.environ['REDIS_CHANNELS_URL'])",
+                    ),
+                    obj=f"CHANNEL_LAYERS[{layer_alias!r}]",
+                    id="django_arena_scale.W021",
+                )
+            )
+    return messages
+
+
+# --- databases ----------------------------------------------------------------------------------
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_persistent_connections(app_configs: Any = None, **kwargs: Any) -> Messages:
+    return persistent_connection_messages(_mapping("DATABASES"))
+
+
+def persistent_connection_messages(databases: Mapping[str, Any]) -> Messages:
+    """W040 for each alias of ``databases`` that keeps connections without health checks."""
+    messages: Messages = []
+    for alias, entry in databases.items():
+        if not isinstance(entry, Mapping):
+            continue
+        max_age = entry.get("CONN_MAX_AGE", 0)
+        persistent = max_age is None or (
+            isinstance(max_age, (int, float)) and not isinstance(max_age, bool) and max_age > 0
+        )
+        if not persistent or entry.get("CONN_HEALTH_CHECKS", False):
+            continue
+        messages.append(
+            Warning(
+                f"DATABASES[{alias!r}] keeps connections open (CONN_MAX_AGE={max_age!r}) "
+                f"without CONN_HEALTH_CHECKS: after a database restart or failover each "
+                f"worker's first query fails on its dead connection.",
+                hint=f"Add 'CONN_HEALTH_CHECKS': True to DATABASES[{alias!r}].",
+                obj=f"DATABASES[{alias!r}]",
+                id="django_arena_scale.W040",
+            )
+        )
+    return messages
