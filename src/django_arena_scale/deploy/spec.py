@@ -31,7 +31,8 @@ Fields, by group (each field's ``metadata["help"]`` is the CLI help text):
   ``stop_grace_period`` (>= ``drain_delay`` + ``graceful_timeout`` + margin; derived when
   unset), ``worker_timeout``, ``connect_timeout``, ``api_read_timeout`` <=
   ``stream_read_timeout``, ``probe_timeout``, ``probe_period``.
-- *paths*: ``probe_prefix``, ``stream_paths``, ``ws_path``, ``auth_paths``, ``static_url``.
+- *paths*: ``probe_prefix``, ``stream_paths``, ``ws_path``, ``auth_paths``, ``static_url``,
+  ``static_root``.
 - *data*: ``redis_roles`` (``split``: cache on ``allkeys-lru``, sessions + channels on
   ``noeviction``; ``shared``: one ``noeviction`` Redis), ``redis_maxmemory``,
   ``redis_sessions_maxmemory``, ``postgres_max_connections``, ``pgbouncer``,
@@ -128,6 +129,10 @@ _TOKEN_RULES: dict[str, tuple[str, str]] = {
     ),
     "size": (r"[1-9][0-9]{0,5}(kb|mb|gb)", "must be a Redis size like '512mb' or '2gb'"),
     "ip": (r"[0-9a-fA-F.:]{2,45}", "must be an IP address"),
+    "abspath": (
+        r"(/[A-Za-z0-9._-]+)+/?",
+        "must be an absolute path (letters, digits, '._-' between slashes)",
+    ),
 }
 
 
@@ -345,6 +350,9 @@ class DeploymentSpec:
     static_url: str = _str(
         "/static/", "URL prefix nginx serves from the collected static files", "urlpath"
     )
+    static_root: str = _str(
+        "/app/staticfiles", "STATIC_ROOT inside the app image (collectstatic target)", "abspath"
+    )
     # --- data
     redis_roles: str = _choice(
         "split",
@@ -530,6 +538,27 @@ class DeploymentSpec:
             return f"127.0.0.1:{self.local_service_port(service)}"
         return f"{service}:{self.app_port}"
 
+    def server_config_file(self, service: str) -> str:
+        """Relative path of the server config an app service runs with."""
+        if self.server_of(service) == "uvicorn":
+            return "gunicorn_asgi.conf.py"
+        return "gunicorn.conf.py"
+
+    def server_command(self, service: str, config_dir: str = "/etc/arena") -> tuple[str, ...]:
+        """argv that starts an app service (gunicorn with gthread or the uvicorn worker).
+
+        ``config_dir`` is where the rendered ``*.conf.py`` files are (mounted in containers;
+        the output dir for the local variant, which also passes ``--bind``).
+        """
+        argv = (
+            "gunicorn",
+            "--config",
+            f"{config_dir.rstrip('/')}/{self.server_config_file(service)}",
+        )
+        if self.target == "local":
+            argv += ("--bind", f"127.0.0.1:{self.local_service_port(service)}")
+        return argv
+
     @cached_property
     def api_members(self) -> tuple[UpstreamMember, ...]:
         web = [UpstreamMember(n, self.address(n)) for n in self.web_names]
@@ -542,10 +571,22 @@ class DeploymentSpec:
         return self.api_members
 
     nginx_service = "nginx"
+    #: One-off compose service (profile ``jobs``): ``docker compose run --rm manage migrate``.
+    manage_service = "manage"
+    #: Where the rendered server configs are mounted inside app containers.
+    config_dir = "/etc/arena"
+    #: Where ``nginx/`` is mounted inside the nginx container.
+    nginx_config_dir = "/etc/nginx/arena"
+    #: Where nginx serves ``static_url`` from (the collected static files volume).
+    nginx_static_dir = "/srv/static"
     postgres_service = "postgres"
     pgbouncer_service = "pgbouncer"
     api_upstream = API_UPSTREAM
     stream_upstream = STREAM_UPSTREAM
+
+    @cached_property
+    def network(self) -> str:
+        return f"{self.project}-network"
 
     @cached_property
     def redis_services(self) -> dict[str, str]:
@@ -759,6 +800,8 @@ def _check_token(name: str, value: Any, token: str) -> None:
     pattern, rule = _TOKEN_RULES[token]
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
         raise SpecError(name, value, rule)
+    if token == "host" and len(value) > 253:
+        raise SpecError(name, value, rule + " of at most 253 characters")
     if token == "ip":
         try:
             ipaddress.ip_address(value)

@@ -1,0 +1,590 @@
+"""Kubernetes manifests (``k8s/``) rendered from a :class:`DeploymentSpec`.
+
+One Deployment per app pool (``web``; plus ``stream``, the ASGI pool, in the split topology),
+each with its Service, HorizontalPodAutoscaler (autoscaling/v2) and PodDisruptionBudget
+(policy/v1); ingress-nginx Ingresses carrying the same limits and timeouts as the generated
+nginx.conf; a ConfigMap of non-secret settings (secrets come from the Secret named in
+:func:`secret_name`, never inline); a migration Job.  Files are numbered so that
+``kubectl apply -f k8s/`` creates the Namespace and ConfigMap before what uses them.
+
+The shutdown sequence mirrors the compose one: the kubelet runs ``preStop`` (``manage.py drain
+on`` writes ``ARENA_SCALE_DRAIN_FILE``, so ``/ready/`` answers 503, then sleeps
+``drain_delay`` while the endpoints controller and ingress-nginx forget the pod), then sends
+SIGTERM; the server has ``graceful_timeout`` left before ``terminationGracePeriodSeconds``
+(``spec.chain.stop_grace_period``) ends in SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django_arena_scale.deploy.spec import DeploymentSpec
+
+__all__ = [
+    "DRAIN_FILE",
+    "PRESTOP_GRACE_MARGIN",
+    "config_map_env",
+    "dump_yaml",
+    "host_header",
+    "pools",
+    "render",
+    "secret_name",
+]
+
+#: Where the preStop hook writes the drain file: an in-memory emptyDir (the root file system is
+#: read-only), shared by every worker process of the container.
+DRAIN_DIR = "/var/run/arena-scale"
+DRAIN_FILE = f"{DRAIN_DIR}/drain"
+#: Seconds ``terminationGracePeriodSeconds`` must exceed preStop sleep + graceful timeout by,
+#: at least: ``manage.py drain on`` itself needs a Python start-up.
+PRESTOP_GRACE_MARGIN = 2
+#: The container user of the generated Dockerfile.
+APP_UID = 10001
+#: Non-secret values only: keys that look like credentials are never written to the ConfigMap.
+SECRET_KEY_PATTERN = re.compile(
+    r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|_KEY$|_URL$|DSN", re.IGNORECASE
+)
+MANAGED_BY = "django-arena-scale"
+
+
+# --- a small deterministic YAML emitter ------------------------------------------------------
+# The package does not depend on PyYAML; manifests need only mappings, sequences, strings,
+# integers and booleans.  Strings that YAML could read as something else are double-quoted
+# with JSON escapes (a JSON string is a valid YAML double-quoted scalar).
+_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_./-]*")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"}
+
+
+def _scalar(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS and value[0] != ".":
+            return value
+        return json.dumps(value)
+    msg = f"Cannot write {value!r} to YAML; expected a string, an integer or a boolean."
+    raise TypeError(msg)
+
+
+def _block(value: Any, indent: int) -> list[str]:
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            head = f"{pad}{_scalar(str(key))}:"
+            if isinstance(item, (Mapping, list, tuple)) and item:
+                lines.append(head)
+                lines.extend(_block(item, indent + 2))
+            elif isinstance(item, Mapping):
+                lines.append(f"{head} {{}}")
+            elif isinstance(item, (list, tuple)):
+                lines.append(f"{head} []")
+            else:
+                lines.append(f"{head} {_scalar(item)}")
+        return lines
+    for item in value:
+        if isinstance(item, (Mapping, list, tuple)) and item:
+            inner = _block(item, indent + 2)
+            inner[0] = f"{pad}- {inner[0][indent + 2 :]}"
+            lines.extend(inner)
+        else:
+            lines.append(f"{pad}- {_scalar(item) if not isinstance(item, Mapping) else '{}'}")
+    return lines
+
+
+def dump_yaml(*documents: Mapping[str, Any]) -> str:
+    """Documents as one multi-document YAML string (keys in insertion order)."""
+    return "".join("---\n" + "\n".join(_block(doc, 0)) + "\n" for doc in documents)
+
+
+# --- names and helpers ------------------------------------------------------------------------
+def secret_name(spec: DeploymentSpec) -> str:
+    """The Secret every pod reads SECRET_KEY, DATABASE_URL, Redis URLs and API keys from."""
+    return f"{spec.project}-secrets"
+
+
+def _config_name(spec: DeploymentSpec) -> str:
+    return f"{spec.project}-config"
+
+
+def host_header(spec: DeploymentSpec) -> str:
+    """The Host header probes send: the server name, or ``localhost`` for the catch-all."""
+    if spec.server_name == "_":
+        return "localhost"
+    return spec.server_name.removeprefix("*.")
+
+
+def pools(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    """One entry per Deployment: name, component, server, replicas, workers, HPA maximum."""
+    result = [
+        {
+            "component": "web",
+            "server": spec.app_server,
+            "replicas": spec.replicas,
+            "workers": spec.workers,
+            "threads": spec.threads if spec.app_server == "gunicorn" else 1,
+            "hpa_max": spec.hpa_max,
+        }
+    ]
+    if spec.stream_names:
+        result.append(
+            {
+                "component": "stream",
+                "server": "uvicorn",
+                "replicas": spec.stream_replicas,
+                "workers": spec.stream_workers,
+                "threads": 1,
+                "hpa_max": min(500, 2 * spec.stream_replicas),
+            }
+        )
+    for pool in result:
+        pool["name"] = f"{spec.project}-{pool['component']}"
+    return result
+
+
+def config_map_env(spec: DeploymentSpec) -> dict[str, str]:
+    """The ConfigMap's data: the app's non-secret environment, adapted to Kubernetes.
+
+    Redis and database URLs may carry passwords and name compose hosts, so they come from the
+    Secret instead.
+    """
+    env = {k: v for k, v in spec.app_environment.items() if not SECRET_KEY_PATTERN.search(k)}
+    env.update(
+        {
+            "ARENA_SCALE_DRAIN_FILE": DRAIN_FILE,
+            "ARENA_SCALE_PROBE_TIMEOUT": str(spec.chain.probe),
+            "ARENA_SCALE_REPLICAS": str(spec.replicas),
+            "DJANGO_SETTINGS_MODULE": spec.settings_module,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if spec.server_name != "_":
+        env.setdefault("ALLOWED_HOSTS", spec.server_name.replace("*.", "."))
+    return dict(sorted(env.items()))
+
+
+def _labels(spec: DeploymentSpec, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": spec.project,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def _meta(spec: DeploymentSpec, name: str, component: str, **extra: Any) -> dict[str, Any]:
+    labels = {**_labels(spec, component), "app.kubernetes.io/managed-by": MANAGED_BY}
+    return {"name": name, "namespace": spec.namespace, "labels": labels, **extra}
+
+
+def _cpu(value: float) -> str:
+    return f"{round(value * 1000)}m"
+
+
+def _resources(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "requests": {
+            "cpu": _cpu(spec.cpu_reservation),
+            "memory": f"{spec.memory_reservation_mb}Mi",
+        },
+        "limits": {"cpu": _cpu(spec.cpu_limit), "memory": f"{spec.memory_limit_mb}Mi"},
+    }
+
+
+def server_command(spec: DeploymentSpec, server: str, workers: int, threads: int) -> list[str]:
+    """The container command of an app pool (exec form, so the server is PID 1's child-free)."""
+    port = str(spec.app_port)
+    chain = spec.chain
+    if server == "gunicorn":
+        return [
+            "gunicorn",
+            "--bind",
+            f"0.0.0.0:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--graceful-timeout",
+            str(chain.server_graceful),
+            "--timeout",
+            str(chain.worker_timeout),
+            "--keep-alive",
+            str(chain.server_keepalive),
+            "--worker-tmp-dir",
+            "/dev/shm",
+            "--config",
+            "python:django_arena_scale.lifecycle.gunicorn",
+            spec.wsgi_app,
+        ]
+    return [
+        "uvicorn",
+        spec.asgi_app,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        port,
+        "--workers",
+        str(workers),
+        "--timeout-graceful-shutdown",
+        str(chain.server_graceful),
+        "--timeout-keep-alive",
+        str(chain.server_keepalive),
+        "--no-server-header",
+    ]
+
+
+def _probe(spec: DeploymentSpec, path: str, failure_threshold: int) -> dict[str, Any]:
+    return {
+        "httpGet": {
+            "path": path,
+            "port": "http",
+            "httpHeaders": [{"name": "Host", "value": host_header(spec)}],
+        },
+        "periodSeconds": spec.chain.probe_period,
+        "timeoutSeconds": spec.chain.probe,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def prestop_command(spec: DeploymentSpec) -> list[str]:
+    """Drain, then wait while the endpoints controller and ingress-nginx drop the pod."""
+    return ["sh", "-c", f"python manage.py drain on; sleep {int(spec.chain.drain_delay)}"]
+
+
+def termination_grace_seconds(spec: DeploymentSpec) -> int:
+    """SIGKILL deadline: the spec's stop grace period, never below preStop + graceful + margin."""
+    chain = spec.chain
+    floor = chain.drain_delay + chain.server_graceful + PRESTOP_GRACE_MARGIN
+    return max(chain.stop_grace_period, floor)
+
+
+_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": APP_UID,
+        "runAsGroup": APP_UID,
+        "fsGroup": APP_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env_from(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    return [
+        {"configMapRef": {"name": _config_name(spec)}},
+        {"secretRef": {"name": secret_name(spec)}},
+    ]
+
+
+def _volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        {"name": "drain", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+    ]
+    mounts = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "drain", "mountPath": DRAIN_DIR},
+    ]
+    return volumes, mounts
+
+
+def _deployment(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
+    chain = spec.chain
+    component = pool["component"]
+    volumes, mounts = _volumes()
+    container = {
+        "name": component,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": server_command(spec, pool["server"], pool["workers"], pool["threads"]),
+        "ports": [{"name": "http", "containerPort": spec.app_port, "protocol": "TCP"}],
+        "envFrom": _env_from(spec),
+        "resources": _resources(spec),
+        "startupProbe": _probe(spec, spec.probe_paths["health"], chain.startup_failure_threshold),
+        "readinessProbe": _probe(spec, spec.probe_paths["ready"], 3),
+        "livenessProbe": _probe(spec, spec.probe_paths["live"], chain.liveness_failure_threshold),
+        "lifecycle": {"preStop": {"exec": {"command": prestop_command(spec)}}},
+        "securityContext": _SECURITY,
+        "volumeMounts": mounts,
+    }
+    labels = _labels(spec, component)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(spec, pool["name"], component),
+        "spec": {
+            # No "replicas": the HPA owns the count, and re-applying this file must not reset
+            # it.  The HPA raises a fresh Deployment to minReplicas within seconds.
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": labels},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+                    "securityContext": _pod_security(),
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": labels},
+                        }
+                    ],
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def _service(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
+    component = pool["component"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, pool["name"], component),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _labels(spec, component),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _hpa(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(spec, pool["name"], pool["component"]),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": pool["name"]},
+            "minReplicas": pool["replicas"],
+            "maxReplicas": max(pool["replicas"], pool["hpa_max"]),
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": spec.hpa_cpu_target,
+                        },
+                    },
+                }
+            ],
+            "behavior": {
+                # Removing a pod ends its streams (clients reconnect): scale down slowly.
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def _pdb(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(spec, pool["name"], pool["component"]),
+        "spec": {
+            "maxUnavailable": max(1, pool["replicas"] // 10),
+            "selector": {"matchLabels": _labels(spec, pool["component"])},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def _config_map(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, _config_name(spec), "config"),
+        "data": config_map_env(spec),
+    }
+
+
+def _namespace(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": spec.namespace,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+        },
+    }
+
+
+def _migrate_job(spec: DeploymentSpec) -> dict[str, Any]:
+    volumes, mounts = _volumes()
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(spec, f"{spec.project}-migrate", "migrate"),
+        "spec": {
+            "backoffLimit": 3,
+            "activeDeadlineSeconds": 900,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {
+                "metadata": {"labels": _labels(spec, "migrate")},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": _pod_security(),
+                    "containers": [
+                        {
+                            "name": "migrate",
+                            "image": spec.image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["python", "manage.py", "migrate", "--noinput"],
+                            "envFrom": _env_from(spec),
+                            "resources": _resources(spec),
+                            "securityContext": _SECURITY,
+                            "volumeMounts": mounts,
+                        }
+                    ],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def _burst_multiplier(rate: int, burst: int) -> str:
+    # ingress-nginx expresses the burst as a multiple of the rate; round up so the burst the
+    # spec allows is never refused.
+    return str(max(1, math.ceil(burst / rate)))
+
+
+def _ingress(
+    spec: DeploymentSpec,
+    suffix: str,
+    paths: Sequence[str],
+    backend: str,
+    annotations: Mapping[str, str],
+) -> dict[str, Any]:
+    prefix = "nginx.ingress.kubernetes.io/"
+    rule: dict[str, Any] = {}
+    if spec.server_name != "_":
+        rule["host"] = spec.server_name
+    rule["http"] = {
+        "paths": [
+            {
+                "path": path,
+                "pathType": "Prefix",
+                "backend": {"service": {"name": backend, "port": {"name": "http"}}},
+            }
+            for path in paths
+        ]
+    }
+    body: dict[str, Any] = {"ingressClassName": spec.ingress_class}
+    if spec.server_name != "_":
+        body["tls"] = [{"hosts": [spec.server_name], "secretName": f"{spec.project}-tls"}]
+    body["rules"] = [rule]
+    meta = _meta(
+        spec,
+        f"{spec.project}-{suffix}",
+        "ingress",
+        annotations={prefix + k: v for k, v in sorted(annotations.items())},
+    )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": meta,
+        "spec": body,
+    }
+
+
+def _ingresses(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    chain = spec.chain
+    web = f"{spec.project}-web"
+    stream = f"{spec.project}-stream" if spec.stream_names else web
+    common = {
+        "proxy-connect-timeout": str(chain.connect),
+        "proxy-body-size": f"{spec.client_max_body_mb}m",
+        "proxy-next-upstream": "error timeout http_502 http_503 http_504",
+        "proxy-next-upstream-tries": "3",
+        "limit-connections": str(spec.conn_per_ip),
+    }
+    if spec.trusted_proxies:
+        common["limit-whitelist"] = ",".join(spec.trusted_proxies)
+
+    def limited(rate: int, burst: int, read: int) -> dict[str, str]:
+        return {
+            **common,
+            "limit-rps": str(rate),
+            "limit-burst-multiplier": _burst_multiplier(rate, burst),
+            "proxy-read-timeout": str(read),
+            "proxy-send-timeout": str(read),
+        }
+
+    api = limited(spec.rate_general, spec.burst_general, chain.api_read)
+    if spec.sticky:
+        api["upstream-hash-by"] = "$binary_remote_addr"
+    streaming = limited(spec.rate_stream, spec.burst_stream, chain.stream_read)
+    # SSE must reach the client token by token; WebSockets are upgraded by ingress-nginx
+    # itself and only need the long read/send timeouts.
+    streaming["proxy-buffering"] = "off"
+    streaming["proxy-request-buffering"] = "off"
+    # A stream that already sent bytes must never be replayed on another pod.
+    streaming["proxy-next-upstream"] = "error timeout"
+    result = [_ingress(spec, "api", ["/"], web, api)]
+    result.append(_ingress(spec, "stream", [*spec.stream_paths, spec.ws_path], stream, streaming))
+    if spec.auth_paths:
+        auth = limited(spec.rate_auth, spec.burst_auth, chain.api_read)
+        result.append(_ingress(spec, "auth", list(spec.auth_paths), web, auth))
+    probes = {
+        "proxy-connect-timeout": str(chain.connect),
+        "proxy-read-timeout": str(chain.probe),
+        "proxy-send-timeout": str(chain.probe),
+    }
+    paths = spec.probe_paths
+    result.append(
+        _ingress(spec, "probes", [paths["live"], paths["ready"], paths["health"]], web, probes)
+    )
+    internal = {**probes, "whitelist-source-range": ",".join(spec.internal_networks)}
+    result.append(_ingress(spec, "internal", [paths["status"]], web, internal))
+    return result
+
+
+def render(spec: DeploymentSpec) -> dict[str, str]:
+    """``k8s/*.yaml`` for ``spec`` (relative path -> content, sorted)."""
+    header = (
+        "# Generated by django-arena-scale (manage.py generate_lb_config) from one spec;\n"
+        "# regenerate instead of editing.  Apply: kubectl apply -f k8s/\n"
+    )
+    pool_list = pools(spec)
+    files = {
+        "k8s/00-namespace.yaml": dump_yaml(_namespace(spec)),
+        "k8s/10-configmap.yaml": dump_yaml(_config_map(spec)),
+        "k8s/20-job-migrate.yaml": dump_yaml(_migrate_job(spec)),
+        "k8s/50-ingress.yaml": dump_yaml(*_ingresses(spec)),
+        "k8s/60-hpa.yaml": dump_yaml(*(_hpa(spec, p) for p in pool_list)),
+        "k8s/70-pdb.yaml": dump_yaml(*(_pdb(spec, p) for p in pool_list)),
+    }
+    for pool in pool_list:
+        component = pool["component"]
+        files[f"k8s/30-deployment-{component}.yaml"] = dump_yaml(_deployment(spec, pool))
+        files[f"k8s/40-service-{component}.yaml"] = dump_yaml(_service(spec, pool))
+    return {path: header + files[path] for path in sorted(files)}
