@@ -550,7 +550,7 @@ class DeploymentSpec:
         ``config_dir`` is where the rendered ``*.conf.py`` files are (mounted in containers;
         the output dir for the local variant, which also passes ``--bind``).
         """
-        argv = (
+        argv: tuple[str, ...] = (
             "gunicorn",
             "--config",
             f"{config_dir.rstrip('/')}/{self.server_config_file(service)}",
