@@ -205,9 +205,10 @@ async def test_example_websocket_other_room_does_not_receive(asgi_server: Exampl
 
 async def test_example_websocket_without_origin_is_refused(asgi_server: ExampleServer) -> None:
     """AllowedHostsOriginValidator refuses a handshake without an allowed Origin."""
-    with pytest.raises(Exception, match="403"):
+    with pytest.raises(InvalidStatus) as excinfo:
         async with connect(_ws_url(asgi_server, "lobby")):
             pass
+    assert excinfo.value.response.status_code == 403
 
 
 # --- several replicas sharing one Redis ---------------------------------------------------------
