@@ -8,13 +8,17 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from arena.views import replica_name
+from django_arena_scale.lifecycle.streams import DrainAwareConsumerMixin
 
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_MESSAGE = 2000
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
-    """Joins the group ``chat.<room>``; a ``{"message": "..."}`` frame is sent to every member."""
+class ChatConsumer(DrainAwareConsumerMixin, AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """Joins the group ``chat.<room>``; a ``{"message": "..."}`` frame is sent to every member.
+
+    Closed with 1012 when the replica drains, so the client reconnects to another replica.
+    """
 
     group_name = ""
 

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from arena import llm
 from arena.models import Message
+from django_arena_scale.lifecycle.streams import drain_aware_sse, drain_aware_sse_sync
 
 HOSTNAME = socket.gethostname()
 
@@ -193,7 +194,8 @@ def _stream_wsgi(count: int, delay: float, sim: llm.Simulation) -> HttpResponse:
     except llm.SimulatedLLMError as exc:
         loop.close()
         return _upstream_error(exc)
-    return _sse_response(_events_blocking(first, agen, loop))
+    # A draining replica ends the stream with a reconnect event (retry:) between tokens.
+    return _sse_response(drain_aware_sse_sync(_events_blocking(first, agen, loop)))
 
 
 @require_GET
@@ -213,4 +215,5 @@ async def stream(request: HttpRequest) -> HttpResponse:
     except llm.SimulatedLLMError as exc:
         # Failing before the first token lets the client see a real status and retry.
         return _upstream_error(exc)
-    return _sse_response(_events_async(first, agen))
+    # A draining replica ends the stream with a reconnect event (retry:) at once.
+    return _sse_response(drain_aware_sse(_events_async(first, agen)))
