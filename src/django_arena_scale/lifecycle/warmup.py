@@ -25,6 +25,7 @@ def _failing(path: str, exc: Exception) -> Any:
         raise ImportError(msg) from exc
 
     fail.__qualname__ = path
+    fail.__module__ = ""  # the dotted path alone names it in warmup_failures
     return fail
 
 
