@@ -257,6 +257,8 @@ class LocalStack:
             for token in line.replace(";", " ").split():
                 if token.startswith(str(self.conf_dir)) and not Path(token).suffix:
                     Path(token).mkdir(parents=True, exist_ok=True)
+        hooks = self.conf_dir / "stack_gunicorn_hooks.py"
+        hooks.write_text(f"from {HOOKS_MODULE} import *  # noqa: F403\n")
         for sub in ("logs", "tmp"):
             (self.conf_dir / sub).mkdir(exist_ok=True)
         self._check_nginx_config()
@@ -362,9 +364,7 @@ class LocalStack:
             return [*argv, app]
         # No rendered server config (a renderer set without deploy.server): same settings.
         chain = spec.chain
-        hooks = self.conf_dir / "stack_gunicorn_hooks.py"
-        hooks.write_text(f"from {HOOKS_MODULE} import *  # noqa: F403\n")
-        argv += ["--config", str(hooks)]
+        argv += ["--config", str(self.conf_dir / "stack_gunicorn_hooks.py")]
         argv += ["--graceful-timeout", str(chain.server_graceful)]
         argv += ["--timeout", str(chain.worker_timeout)]
         argv += ["--keep-alive", str(chain.server_keepalive)]
