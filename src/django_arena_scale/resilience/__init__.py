@@ -71,8 +71,8 @@ from django_arena_scale.resilience.policy import (
     BreakerOptions,
     RetryPolicy,
     is_testing,
+    llm_test_mode,
     set_testing,
-    testing,
 )
 from django_arena_scale.resilience.registry import configure, get_breaker, registry, reset
 from django_arena_scale.resilience.status import breaker_status
@@ -111,10 +111,10 @@ __all__ = [
     "get_breaker",
     "is_testing",
     "llm_call",
+    "llm_test_mode",
     "parse_retry_after",
     "registry",
     "remove_listener",
     "reset",
     "set_testing",
-    "testing",
 ]

@@ -19,8 +19,8 @@ __all__ = [
     "BreakerOptions",
     "RetryPolicy",
     "is_testing",
+    "llm_test_mode",
     "set_testing",
-    "testing",
 ]
 
 
@@ -180,7 +180,7 @@ def is_testing() -> bool:
 
 
 @contextlib.contextmanager
-def testing(*, attempts: int = 1) -> Iterator[None]:  # noqa: PT028 - public API, not a test
+def llm_test_mode(*, attempts: int = 1) -> Iterator[None]:
     """Test mode inside a ``with`` block (restores the previous mode on exit)."""
     previous = (_test_mode.enabled, _test_mode.attempts)
     set_testing(True, attempts=attempts)
