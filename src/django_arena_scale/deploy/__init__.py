@@ -27,8 +27,10 @@ RENDERERS: dict[str, tuple[str, ...]] = {
         "django_arena_scale.deploy.compose",  # docker-compose.yml, env.example
         "django_arena_scale.deploy.nginx",  # nginx/nginx.conf + includes
         "django_arena_scale.deploy.server",  # gunicorn.conf.py (+ uvicorn settings)
-        # D2 (deploy.sh, k8s/, Dockerfile + .dockerignore, OPERATIONS.md): add your modules
-        # on the lines below, e.g. "django_arena_scale.deploy.k8s",
+        "django_arena_scale.deploy.script",  # deploy.sh
+        "django_arena_scale.deploy.k8s",  # k8s/*.yaml
+        "django_arena_scale.deploy.docker",  # Dockerfile, .dockerignore (kept if they exist)
+        "django_arena_scale.deploy.operations",  # OPERATIONS.md
     ),
     "local": (
         "django_arena_scale.deploy.local",  # loopback nginx.conf + includes, logs/, tmp/

@@ -22,26 +22,24 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import server
+from django_arena_scale.deploy.spec import MAX_REPLICAS, DeploymentSpec
 
 __all__ = [
     "DRAIN_FILE",
-    "PRESTOP_GRACE_MARGIN",
     "config_map_env",
     "dump_yaml",
     "host_header",
     "pools",
     "render",
     "secret_name",
+    "server_config_name",
 ]
 
 #: Where the preStop hook writes the drain file: an in-memory emptyDir (the root file system is
 #: read-only), shared by every worker process of the container.
 DRAIN_DIR = "/var/run/arena-scale"
 DRAIN_FILE = f"{DRAIN_DIR}/drain"
-#: Seconds ``terminationGracePeriodSeconds`` must exceed preStop sleep + graceful timeout by,
-#: at least: ``manage.py drain on`` itself needs a Python start-up.
-PRESTOP_GRACE_MARGIN = 2
 #: The container user of the generated Dockerfile.
 APP_UID = 10001
 #: Non-secret values only: keys that look like credentials are never written to the ConfigMap.
@@ -76,13 +74,36 @@ def _scalar(value: Any) -> str:
     raise TypeError(msg)
 
 
+def _literal(value: str, indent: int) -> list[str] | None:
+    """A multi-line string as a ``|`` block (readable config files), if YAML allows it."""
+    # Printable ASCII only: YAML reads other line breaks (\r, U+2028, ...) inside a block.
+    if (
+        "\n" not in value
+        or value[0] in " \n"
+        or any(not (32 <= ord(ch) < 127 or ch in "\n\t") for ch in value)
+    ):
+        return None
+    body = value.rstrip("\n")
+    trailing = len(value) - len(body)
+    chomp = {0: "|-", 1: "|"}.get(trailing, "|+")
+    pad = " " * indent
+    lines = [chomp]
+    lines += [pad + line if line else "" for line in body.split("\n")]
+    lines += [""] * (trailing - 1 if trailing > 1 else 0)
+    return lines
+
+
 def _block(value: Any, indent: int) -> list[str]:
     pad = " " * indent
     lines: list[str] = []
     if isinstance(value, Mapping):
         for key, item in value.items():
             head = f"{pad}{_scalar(str(key))}:"
-            if isinstance(item, (Mapping, list, tuple)) and item:
+            literal = _literal(item, indent + 2) if isinstance(item, str) else None
+            if literal:
+                lines.append(f"{head} {literal[0]}")
+                lines.extend(literal[1:])
+            elif isinstance(item, (Mapping, list, tuple)) and item:
                 lines.append(head)
                 lines.extend(_block(item, indent + 2))
             elif isinstance(item, Mapping):
@@ -117,6 +138,11 @@ def _config_name(spec: DeploymentSpec) -> str:
     return f"{spec.project}-config"
 
 
+def server_config_name(spec: DeploymentSpec) -> str:
+    """The ConfigMap holding the rendered ``gunicorn*.conf.py`` (mounted at config_dir)."""
+    return f"{spec.project}-server-config"
+
+
 def host_header(spec: DeploymentSpec) -> str:
     """The Host header probes send: the server name, or ``localhost`` for the catch-all."""
     if spec.server_name == "_":
@@ -134,6 +160,7 @@ def pools(spec: DeploymentSpec) -> list[dict[str, Any]]:
             "workers": spec.workers,
             "threads": spec.threads if spec.app_server == "gunicorn" else 1,
             "hpa_max": spec.hpa_max,
+            "service": spec.web_names[0],
         }
     ]
     if spec.stream_names:
@@ -144,7 +171,8 @@ def pools(spec: DeploymentSpec) -> list[dict[str, Any]]:
                 "replicas": spec.stream_replicas,
                 "workers": spec.stream_workers,
                 "threads": 1,
-                "hpa_max": min(500, 2 * spec.stream_replicas),
+                "hpa_max": min(MAX_REPLICAS, 2 * spec.stream_replicas),
+                "service": spec.stream_names[0],
             }
         )
     for pool in result:
@@ -162,7 +190,6 @@ def config_map_env(spec: DeploymentSpec) -> dict[str, str]:
     env.update(
         {
             "ARENA_SCALE_DRAIN_FILE": DRAIN_FILE,
-            "ARENA_SCALE_PROBE_TIMEOUT": str(spec.chain.probe),
             "ARENA_SCALE_REPLICAS": str(spec.replicas),
             "DJANGO_SETTINGS_MODULE": spec.settings_module,
             "PYTHONUNBUFFERED": "1",
@@ -199,50 +226,6 @@ def _resources(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
-def server_command(spec: DeploymentSpec, server: str, workers: int, threads: int) -> list[str]:
-    """The container command of an app pool (exec form, so the server is PID 1's child-free)."""
-    port = str(spec.app_port)
-    chain = spec.chain
-    if server == "gunicorn":
-        return [
-            "gunicorn",
-            "--bind",
-            f"0.0.0.0:{port}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--graceful-timeout",
-            str(chain.server_graceful),
-            "--timeout",
-            str(chain.worker_timeout),
-            "--keep-alive",
-            str(chain.server_keepalive),
-            "--worker-tmp-dir",
-            "/dev/shm",
-            "--config",
-            "python:django_arena_scale.lifecycle.gunicorn",
-            spec.wsgi_app,
-        ]
-    return [
-        "uvicorn",
-        spec.asgi_app,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        port,
-        "--workers",
-        str(workers),
-        "--timeout-graceful-shutdown",
-        str(chain.server_graceful),
-        "--timeout-keep-alive",
-        str(chain.server_keepalive),
-        "--no-server-header",
-    ]
-
-
 def _probe(spec: DeploymentSpec, path: str, failure_threshold: int) -> dict[str, Any]:
     return {
         "httpGet": {
@@ -262,10 +245,12 @@ def prestop_command(spec: DeploymentSpec) -> list[str]:
 
 
 def termination_grace_seconds(spec: DeploymentSpec) -> int:
-    """SIGKILL deadline: the spec's stop grace period, never below preStop + graceful + margin."""
-    chain = spec.chain
-    floor = chain.drain_delay + chain.server_graceful + PRESTOP_GRACE_MARGIN
-    return max(chain.stop_grace_period, floor)
+    """SIGKILL deadline: the chain's stop grace period (>= preStop sleep + graceful + margin).
+
+    The kubelet counts the preStop hook inside this period, exactly as the deploy script
+    counts its drain delay inside compose's ``stop_grace_period``.
+    """
+    return spec.chain.stop_grace_period
 
 
 _SECURITY = {
@@ -292,27 +277,33 @@ def _env_from(spec: DeploymentSpec) -> list[dict[str, Any]]:
     ]
 
 
-def _volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    volumes = [
+def _volumes(
+    spec: DeploymentSpec, *, server_config: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         {"name": "drain", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "drain", "mountPath": DRAIN_DIR},
     ]
+    if server_config:
+        volumes.append({"name": "server-config", "configMap": {"name": server_config_name(spec)}})
+        mounts.append({"name": "server-config", "mountPath": spec.config_dir, "readOnly": True})
     return volumes, mounts
 
 
 def _deployment(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
     chain = spec.chain
     component = pool["component"]
-    volumes, mounts = _volumes()
+    volumes, mounts = _volumes(spec, server_config=True)
     container = {
         "name": component,
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": server_command(spec, pool["server"], pool["workers"], pool["threads"]),
+        # The same argv and gunicorn config files as the compose services.
+        "command": list(spec.server_command(pool["service"], spec.config_dir)),
         "ports": [{"name": "http", "containerPort": spec.app_port, "protocol": "TCP"}],
         "envFrom": _env_from(spec),
         "resources": _resources(spec),
@@ -426,6 +417,15 @@ def _config_map(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
+def _server_config_map(spec: DeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, server_config_name(spec), "config"),
+        "data": dict(sorted(server.render(spec).items())),
+    }
+
+
 def _namespace(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -438,7 +438,7 @@ def _namespace(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def _migrate_job(spec: DeploymentSpec) -> dict[str, Any]:
-    volumes, mounts = _volumes()
+    volumes, mounts = _volumes(spec, server_config=False)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -577,7 +577,7 @@ def render(spec: DeploymentSpec) -> dict[str, str]:
     pool_list = pools(spec)
     files = {
         "k8s/00-namespace.yaml": dump_yaml(_namespace(spec)),
-        "k8s/10-configmap.yaml": dump_yaml(_config_map(spec)),
+        "k8s/10-configmap.yaml": dump_yaml(_config_map(spec), _server_config_map(spec)),
         "k8s/20-job-migrate.yaml": dump_yaml(_migrate_job(spec)),
         "k8s/50-ingress.yaml": dump_yaml(*_ingresses(spec)),
         "k8s/60-hpa.yaml": dump_yaml(*(_hpa(spec, p) for p in pool_list)),
