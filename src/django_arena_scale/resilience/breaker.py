@@ -302,6 +302,13 @@ class CircuitBreaker:
         now = self._clock()
         if seconds_open is not None and seconds_open > 0:
             self._remote_open_until = now + seconds_open
+            # Trip now rather than at the next call, so that when the flag expires this replica
+            # is half-open too and waits for the fleet's probe lease instead of calling freely.
+            if self._cb.current_state == CLOSED:
+                with self._lock:
+                    if self._cb.current_state == CLOSED:
+                        self._open(seconds_open, remote=True)
+                self._flush()
             return None
         self._remote_open_until = 0.0
         if self._cb.current_state == OPEN and not self._opened_remotely and now < self._open_until:
