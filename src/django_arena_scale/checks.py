@@ -13,16 +13,18 @@ Always (``check`` and ``check --deploy``):
   is malformed (password redacted).
 - ``E004`` two health checks share a name.  ``E005`` an ``ARENA_SCALE_CHECKS`` path cannot be
   loaded.  ``E006`` an entry of ``ARENA_SCALE_STATUS_ALLOWED_CIDRS`` or
-  ``ARENA_SCALE_TRUSTED_PROXIES`` is not an IP network.
+  ``ARENA_SCALE_TRUSTED_PROXIES`` is not an IP network.  ``E007`` cache sessions name a
+  ``SESSION_CACHE_ALIAS`` that ``CACHES`` lacks.
 - ``E030`` the readiness deadline is not below the probe timeout.  ``E031`` a duration or count
   is out of range.  ``W030`` the per-check timeout exceeds the readiness deadline.
 
 Deploy only (``check --deploy``):
 
 - ``W001`` ProbeMiddleware is missing from ``MIDDLEWARE``.
-- With more than one replica declared (``ARENA_SCALE_REPLICAS`` or
-  ``ARENA_SCALE_DEPLOY["replicas"]``): ``W010`` a per-process cache; ``E010`` sessions on a
-  per-process cache; ``E011`` file sessions; ``E012`` the in-memory channel layer.
+- With more than one replica declared (``ARENA_SCALE_REPLICAS``, or ``ARENA_SCALE_DEPLOY``
+  whose ``replicas`` defaults to the deployment spec's 10): ``W010`` a per-process cache;
+  ``E010`` sessions on a per-process cache; ``E011`` file sessions; ``E012`` the in-memory
+  channel layer.
 - ``W020`` sessions, ``W021`` the channel layer, on the same Redis server as the cache
   (its eviction would log users out or drop messages).
 - ``W031`` the readiness cache TTL is so long that an outage is noticed late.
@@ -108,15 +110,35 @@ def _number(name: str) -> float | None:
     return float(value)
 
 
+def _spec_default_replicas() -> int:
+    """``DeploymentSpec``'s default replica count (what generate_lb_config renders)."""
+    try:
+        import dataclasses
+
+        from django_arena_scale.deploy.spec import DeploymentSpec
+
+        default = {f.name: f.default for f in dataclasses.fields(DeploymentSpec)}["replicas"]
+    except Exception:
+        # Whatever the deploy module's state, a deployment spec means "several replicas".
+        return 2
+    return default if _is_int(default) else 2
+
+
 def declared_replicas() -> int:
-    """The largest replica count the settings declare (1 when none or when malformed)."""
+    """The largest replica count the settings declare (1 when none or when malformed).
+
+    A non-empty ``ARENA_SCALE_DEPLOY`` without ``replicas`` declares the spec's default count.
+    """
     counts = [1]
     replicas = conf.raw("REPLICAS")
     if _is_int(replicas):
         counts.append(replicas)
     deploy = conf.raw("DEPLOY")
-    if isinstance(deploy, Mapping) and _is_int(deploy.get("replicas")):
-        counts.append(deploy["replicas"])
+    if isinstance(deploy, Mapping) and deploy:
+        if "replicas" not in deploy:
+            counts.append(_spec_default_replicas())
+        elif _is_int(deploy["replicas"]):
+            counts.append(deploy["replicas"])
     return max(counts)
 
 
@@ -275,6 +297,31 @@ def check_redis_urls(app_configs: Any = None, **kwargs: Any) -> Messages:
                 )
             )
     return messages
+
+
+# --- sessions cache alias -----------------------------------------------------------------------
+
+
+@register(TAG)
+@_safe
+def check_session_cache_alias(app_configs: Any = None, **kwargs: Any) -> Messages:
+    if _session_engine() not in CACHE_SESSION_ENGINES:
+        return []
+    alias = _setting("SESSION_CACHE_ALIAS", "default")
+    caches = _mapping("CACHES")
+    if alias in caches:
+        return []
+    return [
+        Error(
+            f"SESSION_ENGINE keeps sessions in a cache, but SESSION_CACHE_ALIAS {alias!r} is not "
+            f"an alias of CACHES ({sorted(caches)!r}): every request using the session fails.",
+            hint="Add the alias with globals().update(redis_sessions("
+            f"os.environ['REDIS_SESSIONS_URL'], caches=CACHES)) (from {HELPERS_HINT}), or set "
+            "SESSION_CACHE_ALIAS to one of the CACHES aliases.",
+            obj="SESSION_CACHE_ALIAS",
+            id="django_arena_scale.E007",
+        )
+    ]
 
 
 # --- health-check registry ----------------------------------------------------------------------

@@ -215,6 +215,33 @@ def test_check_e003_valid_urls_are_fine() -> None:
     assert checks.check_redis_urls() == []
 
 
+# --- E007: sessions cache alias ------------------------------------------------------------------
+
+
+@override_settings(
+    CACHES=LOCMEM,
+    SESSION_ENGINE="django.contrib.sessions.backends.cache",
+    SESSION_CACHE_ALIAS="sessions",
+)
+def test_check_e007_session_cache_alias_missing() -> None:
+    """Cache sessions on an alias CACHES does not define is E007."""
+    messages = checks.check_session_cache_alias()
+    assert ids(messages) == ["django_arena_scale.E007"]
+    assert "'sessions'" in messages[0].msg
+
+
+@override_settings(**SEPARATE_REDIS)
+def test_check_e007_session_cache_alias_defined_is_fine() -> None:
+    """The alias added by redis_sessions raises nothing."""
+    assert checks.check_session_cache_alias() == []
+
+
+@override_settings(CACHES=LOCMEM, SESSION_CACHE_ALIAS="nowhere")
+def test_check_e007_database_sessions_ignore_the_alias() -> None:
+    """Database sessions do not use SESSION_CACHE_ALIAS, so a stray value is fine."""
+    assert checks.check_session_cache_alias() == []
+
+
 # --- E004 / E005: health-check registry ----------------------------------------------------------
 
 
@@ -344,6 +371,19 @@ def test_check_w010_local_memory_cache() -> None:
 @override_settings(ARENA_SCALE_REPLICAS=2, CACHES=redis_cache(CACHE_URL))
 def test_check_w010_redis_cache_is_fine() -> None:
     """A Redis cache raises no W010."""
+    assert checks.check_per_process_cache() == []
+
+
+@override_settings(ARENA_SCALE_DEPLOY={"target": "compose"}, CACHES=LOCMEM)
+def test_check_w010_deploy_spec_defaults_to_several_replicas() -> None:
+    """A deployment spec without 'replicas' declares the spec's default (several) replicas."""
+    assert checks.declared_replicas() > 1
+    assert ids(checks.check_per_process_cache()) == ["django_arena_scale.W010"]
+
+
+@override_settings(ARENA_SCALE_DEPLOY={"replicas": 1}, CACHES=LOCMEM)
+def test_check_w010_deploy_spec_with_one_replica_is_fine() -> None:
+    """ARENA_SCALE_DEPLOY with replicas=1 declares a single replica."""
     assert checks.check_per_process_cache() == []
 
 
