@@ -19,7 +19,8 @@ Signatures (options are keyword-only; a duration is a float in seconds or a ``ti
 timeout=1.0, max_connections=None, health_check_interval=30, ignore_exceptions=False,
 ssl_options=None, options=None) -> CACHES``
     ``{alias: {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url, ...}}``.
-    ``default_ttl=None`` keeps keys forever; ``options`` is merged last into ``OPTIONS``.
+    ``default_ttl=None`` keeps keys forever; ``options`` is merged last into ``OPTIONS``
+    (dict values such as ``CONNECTION_POOL_KWARGS`` one level deep).
 
 ``redis_sessions(url, *, caches, alias="sessions", engine="cache", connect_timeout=0.5,
 timeout=1.0, max_connections=None, health_check_interval=30, ssl_options=None,
@@ -39,7 +40,13 @@ default: a local-memory cache, database sessions, the in-memory channel layer.
 URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS, certificates
 verified unless ``ssl_options`` or the URL's query say otherwise) or
 ``unix://[[user]:password@]/path/to/socket[?db=N]``.  A malformed URL raises ``ValueError``
-naming that form, with the password replaced by ``***``.
+naming that form, with the password replaced by ``***``.  ``ssl_options`` (``rediss://`` only)
+takes redis-py's ``ssl_*`` arguments without the prefix, e.g. ``{"ca_certs": "/etc/ca.pem"}``,
+``cert_reqs`` (``"none"``, ``"optional"``, ``"required"``), ``certfile``/``keyfile`` for mTLS.
+
+Pools: per process, idle connections are PINGed after ``health_check_interval`` seconds and
+TCP keepalive is on; ``max_connections`` caps a process's pool (at least its thread count).
+django-redis shares one pool between aliases with the same URL.
 
 Timeouts: connecting gives up after ``connect_timeout`` (0.5 s) and a reply is awaited at most
 ``timeout`` (1 s), so a dead or hung Redis costs a request about a second, not a worker.  The
@@ -267,8 +274,12 @@ def _seconds(value: Duration, name: str, *, allow_zero: bool = False) -> float:
 def _positive_int(value: int | None, name: str) -> int | None:
     if value is None:
         return None
+    return _count(value, name, "a whole number >= 1 or None")
+
+
+def _count(value: int, name: str, expected: str = "a whole number >= 1") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a whole number >= 1 or None, not {value!r}.")
+        raise ValueError(f"{name} must be {expected}, not {value!r}.")
     return value
 
 
@@ -344,8 +355,13 @@ def _django_redis_entry(
         ),
         "IGNORE_EXCEPTIONS": bool(ignore_exceptions),
     }
-    if options:
-        opts.update(options)
+    for key, value in (options or {}).items():
+        # One level deep, so options={"CONNECTION_POOL_KWARGS": {...}} adds to the pool
+        # settings instead of silently dropping keepalive and the health-check interval.
+        if isinstance(value, Mapping) and isinstance(opts.get(key), dict):
+            opts[key] = {**opts[key], **value}
+        else:
+            opts[key] = value
     entry: dict[str, Any] = {
         "BACKEND": DJANGO_REDIS_BACKEND,
         "LOCATION": url.strip(),
@@ -494,7 +510,7 @@ def channel_layers(
     layer_config: dict[str, Any] = {
         "hosts": [host],
         "prefix": prefix,
-        "capacity": _positive_int(capacity, "capacity"),
+        "capacity": _count(capacity, "capacity"),
         # Redis EXPIRE takes whole seconds; round up so a short expiry never becomes 0.
         "expiry": math.ceil(_seconds(expiry, "expiry")),
         "group_expiry": math.ceil(_seconds(group_expiry, "group_expiry")),

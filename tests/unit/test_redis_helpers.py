@@ -95,6 +95,13 @@ def test_redis_cache_options_are_merged_last() -> None:
     assert options["SOCKET_TIMEOUT"] == 2.0
 
 
+def test_redis_cache_options_add_to_pool_kwargs() -> None:
+    """A CONNECTION_POOL_KWARGS option adds to the computed pool settings, keeping keepalive."""
+    options = redis_cache(URL, options={"CONNECTION_POOL_KWARGS": {"client_name": "web"}})
+    pool_kwargs = options["default"]["OPTIONS"]["CONNECTION_POOL_KWARGS"]
+    assert (pool_kwargs["client_name"], pool_kwargs["socket_keepalive"]) == ("web", True)
+
+
 @pytest.mark.parametrize("url", [None, "", "   "])
 def test_redis_cache_without_url_is_local_memory(url: str | None) -> None:
     """No URL gives the embedded single-replica default: a local-memory cache."""
@@ -340,6 +347,13 @@ def test_channel_layers_timeout_must_exceed_blocking_receive() -> None:
     """A read timeout at or below channels_redis' 5 s BZPOPMIN would break idle receives."""
     with pytest.raises(ValueError, match="must exceed the 5 s blocking receive"):
         channel_layers("redis://chan:6379/0", timeout=5)
+
+
+@pytest.mark.parametrize("capacity", [0, None, 1.5])
+def test_channel_layers_capacity_must_be_positive_int(capacity: Any) -> None:
+    """capacity must be a whole number >= 1."""
+    with pytest.raises(ValueError, match="capacity must be a whole number >= 1"):
+        channel_layers("redis://c:1/0", capacity=capacity)
 
 
 def test_channel_layers_expiry_rounds_up_to_whole_seconds() -> None:
