@@ -543,7 +543,8 @@ def cache_redis_urls(entry: Mapping[str, Any]) -> list[str]:
     backend = entry.get("BACKEND")
     if not isinstance(backend, str) or "redis" not in backend.lower():
         return []
-    return [u for u in _location_urls(entry.get("LOCATION")) if "://" in u]
+    # Every location, even one without a scheme: validating it is the caller's job (E003).
+    return list(_location_urls(entry.get("LOCATION")))
 
 
 def channel_layer_redis_urls(entry: Mapping[str, Any]) -> list[str]:

@@ -191,6 +191,14 @@ def test_check_e003_bad_cache_url_is_redacted() -> None:
 
 
 @override_settings(
+    CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "cache:6379"}}
+)
+def test_check_e003_cache_location_without_scheme() -> None:
+    """A Redis cache LOCATION without redis:// is E003."""
+    assert ids(checks.check_redis_urls()) == ["django_arena_scale.E003"]
+
+
+@override_settings(
     CHANNEL_LAYERS={
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
