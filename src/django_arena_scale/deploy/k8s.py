@@ -57,6 +57,25 @@ _PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_./-]*")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"}
 
 
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    printable = (
+        0x20 <= code <= 0x7E
+        or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
+        or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
+        or code >= 0x10000
+    )
+    if printable:
+        return ch
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _quoted(value: str) -> str:
+    # JSON escapes quotes, backslashes and C0 controls; YAML also reads U+0085, U+2028 and
+    # U+2029 as line breaks and wants other non-printables escaped (and no surrogate pairs).
+    return "".join(_escape(ch) for ch in json.dumps(value, ensure_ascii=False))
+
+
 def _scalar(value: Any) -> str:
     if value is True:
         return "true"
@@ -69,7 +88,7 @@ def _scalar(value: Any) -> str:
     if isinstance(value, str):
         if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS and value[0] != ".":
             return value
-        return json.dumps(value)
+        return _quoted(value)
     msg = f"Cannot write {value!r} to YAML; expected a string, an integer or a boolean."
     raise TypeError(msg)
 
@@ -118,8 +137,12 @@ def _block(value: Any, indent: int) -> list[str]:
             inner = _block(item, indent + 2)
             inner[0] = f"{pad}- {inner[0][indent + 2 :]}"
             lines.extend(inner)
+        elif isinstance(item, Mapping):
+            lines.append(f"{pad}- {{}}")
+        elif isinstance(item, (list, tuple)):
+            lines.append(f"{pad}- []")
         else:
-            lines.append(f"{pad}- {_scalar(item) if not isinstance(item, Mapping) else '{}'}")
+            lines.append(f"{pad}- {_scalar(item)}")
     return lines
 
 

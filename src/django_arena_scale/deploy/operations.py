@@ -275,7 +275,7 @@ def _drain(spec: DeploymentSpec) -> list[str]:
         + "` answers 503, SSE streams end with a reconnect hint, WebSockets close with 1012.",
         f"3. Wait {v['DRAIN_DELAY']}s, then `docker compose stop --timeout {v['STOP_GRACE']}`.",
         "4. Recreate it (`docker compose up -d --no-deps --force-recreate`) and wait up to "
-        f"{v['READY_TIMEOUT']}s for `{v['READY_PATH']}`.",
+        f"{v['READY_TIMEOUT_DEFAULT']}s for `{v['READY_PATH']}`.",
         "5. Remove the `down` mark and reload nginx.",
         "",
         "Kubernetes does the same with the pod's preStop hook (`"
@@ -377,7 +377,7 @@ def _failures(spec: DeploymentSpec) -> list[str]:
         ),
         (
             "rolling-restart stops at a replica",
-            f"it was not ready within {v['READY_TIMEOUT']}s and stays marked down; fix it, then "
+            f"it was not ready within {v['READY_TIMEOUT_DEFAULT']}s and stays marked down; fix it, then "
             f"`./{SCRIPT} rolling-restart` again (or `./{SCRIPT} start`)",
         ),
         (

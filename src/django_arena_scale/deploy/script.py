@@ -49,6 +49,11 @@ except Exception as exc:
     sys.exit(f"{sys.argv[1]}: {exc}")"""
 
 BODY = r"""
+READY_TIMEOUT=${ARENA_READY_TIMEOUT:-$READY_TIMEOUT_DEFAULT}
+[[ "$READY_TIMEOUT" =~ ^[0-9]+$ ]] ||
+    { printf 'error: ARENA_READY_TIMEOUT must be whole seconds; got %q.\n' "$READY_TIMEOUT" >&2; exit 2; }
+readonly READY_TIMEOUT
+
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 die() {
@@ -78,7 +83,9 @@ Usage: ./deploy.sh COMMAND [ARGS]
   collectstatic    python manage.py collectstatic in a one-off container
   help             this text
 
-ARENA_SKIP_BUILD=1 makes start and rolling-restart pull ${IMAGE} instead of building it.
+ARENA_SKIP_BUILD=1 makes start and rolling-restart pull ${IMAGE} instead of building it;
+ARENA_READY_TIMEOUT=SECONDS changes how long a replica may take to become ready
+(default ${READY_TIMEOUT_DEFAULT}).
 EOF
 }
 
@@ -423,7 +430,8 @@ def script_variables(spec: DeploymentSpec) -> dict[str, str]:
         "HEALTH_PATH": probes["health"],
         "PROBE_TIMEOUT": str(chain.probe),
         "PROBE_INTERVAL": "2",
-        "READY_TIMEOUT": str(chain.probe_period * chain.startup_failure_threshold),
+        # The kubelet's startup budget; ARENA_READY_TIMEOUT overrides it for slow starts.
+        "READY_TIMEOUT_DEFAULT": str(chain.probe_period * chain.startup_failure_threshold),
         "DRAIN_DELAY": str(chain.drain_delay),
         "STOP_GRACE": str(chain.stop_grace_period),
     }
