@@ -316,5 +316,5 @@ def test_dump_yaml_round_trips_through_a_yaml_parser(value: Any) -> None:
 
 def test_dump_yaml_rejects_floats() -> None:
     """A float has no exact YAML spelling the manifests want: it is refused."""
-    with pytest.raises(TypeError, match="1.5"):
+    with pytest.raises(TypeError, match=r"1\.5"):
         k8s.dump_yaml({"cpu": 1.5})

@@ -377,8 +377,8 @@ def _failures(spec: DeploymentSpec) -> list[str]:
         ),
         (
             "rolling-restart stops at a replica",
-            f"it was not ready within {v['READY_TIMEOUT_DEFAULT']}s and stays marked down; fix it, then "
-            f"`./{SCRIPT} rolling-restart` again (or `./{SCRIPT} start`)",
+            f"it was not ready within {v['READY_TIMEOUT_DEFAULT']}s and stays marked down; "
+            f"fix it, then `./{SCRIPT} rolling-restart` again (or `./{SCRIPT} start`)",
         ),
         (
             "`nginx -s reload` fails: host not found in upstream",

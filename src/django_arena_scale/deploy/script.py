@@ -50,8 +50,10 @@ except Exception as exc:
 
 BODY = r"""
 READY_TIMEOUT=${ARENA_READY_TIMEOUT:-$READY_TIMEOUT_DEFAULT}
-[[ "$READY_TIMEOUT" =~ ^[0-9]+$ ]] ||
-    { printf 'error: ARENA_READY_TIMEOUT must be whole seconds; got %q.\n' "$READY_TIMEOUT" >&2; exit 2; }
+if [[ ! "$READY_TIMEOUT" =~ ^[0-9]+$ ]]; then
+    printf 'error: ARENA_READY_TIMEOUT must be whole seconds; got %q.\n' "$READY_TIMEOUT" >&2
+    exit 2
+fi
 readonly READY_TIMEOUT
 
 log() { printf '==> %s\n' "$*"; }
