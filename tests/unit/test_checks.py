@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.checks import CheckMessage, run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.test import override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -60,6 +63,20 @@ def test_checks_deploy_only_messages_absent_without_deploy() -> None:
 def test_checks_type_errors_run_without_deploy() -> None:
     """Setting type errors (E002) are reported by a plain `manage.py check`."""
     assert "django_arena_scale.E002" in ids(run_ours(deploy=False))
+
+
+@override_settings(ARENA_SCALE_REPLICAS=3, CHANNEL_LAYERS=channel_layers(None))
+def test_checks_manage_py_check_deploy_fails_on_errors() -> None:
+    """`manage.py check --deploy` exits with the error id and its hint."""
+    with pytest.raises(SystemCheckError, match=r"django_arena_scale\.E012") as excinfo:
+        call_command("check", deploy=True, tag=[checks.TAG])
+    assert "channel_layers(" in str(excinfo.value)
+
+
+@override_settings(ARENA_SCALE_REPLICAS=3, CHANNEL_LAYERS=channel_layers(None))
+def test_checks_manage_py_check_skips_replica_checks() -> None:
+    """Plain `manage.py check` leaves the replica checks to --deploy."""
+    call_command("check", tag=[checks.TAG], stdout=io.StringIO())
 
 
 def test_checks_every_message_has_a_hint(settings: Any) -> None:
