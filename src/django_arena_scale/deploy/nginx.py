@@ -223,7 +223,9 @@ def _proxy(c: _Conf, upstream: str, connection: str = '""') -> None:
 
 
 def _limits(c: _Conf, spec: DeploymentSpec, zone: str, burst: int) -> None:
-    c(f"limit_req zone={zone} burst={burst} nodelay;", f"limit_conn perip {spec.conn_per_ip};")
+    # nginx rejects burst=0; no burst is the same thing.
+    rule = f"limit_req zone={zone} burst={burst} nodelay;" if burst else f"limit_req zone={zone};"
+    c(rule, f"limit_conn perip {spec.conn_per_ip};")
 
 
 def _allow_internal(c: _Conf, spec: DeploymentSpec) -> None:
