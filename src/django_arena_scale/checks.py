@@ -121,7 +121,7 @@ def _spec_default_replicas() -> int:
     except Exception:
         # Whatever the deploy module's state, a deployment spec means "several replicas".
         return 2
-    return default if _is_int(default) else 2
+    return default if isinstance(default, int) and not isinstance(default, bool) else 2
 
 
 def declared_replicas() -> int:
