@@ -514,3 +514,16 @@ def test_probe_urlconf_views_bypass_login_required(client: Client, settings: Any
 def test_probe_middleware_repr() -> None:
     """repr names the prefix and the mode."""
     assert repr(ProbeMiddleware(lambda r: HttpResponse())) == "<ProbeMiddleware prefix='/' sync>"
+
+
+def test_probe_responses_do_not_share_state(client: Client) -> None:
+    """Responses cloned from the cached template share no headers, closers or cookies."""
+    first = client.get("/live/")
+    first["X-Mutated"] = "1"
+    first.set_cookie("c", "v")
+    second = client.get("/live/")
+    assert (second.has_header("X-Mutated"), second.cookies, second.content) == (
+        False,
+        {},
+        b'{"status":"pass"}',
+    )
