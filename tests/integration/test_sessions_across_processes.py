@@ -19,11 +19,14 @@ from typing import Any
 import pytest
 import redis
 
+import django_arena_scale
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+# Wherever this run imports the package from (src/ or an installed wheel), so do the replicas.
+PACKAGE_PARENT = Path(django_arena_scale.__file__).resolve().parents[1]
 Replica = Callable[..., dict[str, Any]]
 
 SETTINGS = textwrap.dedent(
@@ -112,7 +115,7 @@ def run_replica(
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update(
         DJANGO_SETTINGS_MODULE="replica_settings",
-        PYTHONPATH=os.pathsep.join([str(replica_dir), str(ROOT), str(ROOT / "src")]),
+        PYTHONPATH=os.pathsep.join([str(replica_dir), str(ROOT), str(PACKAGE_PARENT)]),
         CACHE_URL=fresh_redis.url,
         SESSIONS_URL=sessions_redis.url,
     )

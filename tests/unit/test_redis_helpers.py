@@ -15,6 +15,7 @@ from channels_redis.utils import create_pool
 from django_redis.pool import ConnectionFactory
 from redis.connection import SSLConnection, UnixDomainSocketConnection
 
+import django_arena_scale
 from django_arena_scale.redis import (
     DB_SESSION_ENGINE,
     EXPECTED_FORM,
@@ -26,7 +27,8 @@ from django_arena_scale.redis import (
     redis_sessions,
 )
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+# Wherever this run imports the package from (src/ or an installed wheel), so do subprocesses.
+PACKAGE_PARENT = Path(django_arena_scale.__file__).resolve().parents[1]
 URL = "redis://:s3cret@cache.internal:6380/2"
 
 
@@ -427,7 +429,7 @@ def _run_settings_snippet(env: dict[str, str]) -> dict[str, Any]:
         """
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DJANGO_"))}
-    clean.update(env, PYTHONPATH=str(SRC))
+    clean.update(env, PYTHONPATH=str(PACKAGE_PARENT))
     out = subprocess.run(
         [sys.executable, "-c", script], env=clean, capture_output=True, text=True, timeout=60
     )
