@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime
 import signal
 import subprocess
 import time
@@ -174,59 +173,41 @@ async def test_channel_layers_idle_receive_outlives_blocking_pop(fresh_redis: Re
 
 
 def _write_tls_files(directory: Path) -> dict[str, Path]:
-    """A throwaway CA and a server certificate for 'localhost' / 127.0.0.1."""
-    import ipaddress
+    """A throwaway CA and a server certificate for localhost / 127.0.0.1, made by openssl.
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "arena test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    The extensions satisfy Python 3.13's VERIFY_X509_STRICT default.
+    """
+    openssl = require_binary("openssl")
     files = {
         "ca": directory / "ca.pem",
+        "ca_key": directory / "ca.key",
         "cert": directory / "redis.pem",
-        "key": directory / "key.pem",
+        "key": directory / "redis.key",
+        "csr": directory / "redis.csr",
+        "ext": directory / "redis.ext",
     }
-    files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files["key"].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    files["ext"].write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid\n"
     )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    commands = [
+        [openssl, "req", "-x509", *ec, "-keyout", files["ca_key"], "-out", files["ca"],
+         "-days", "1", "-subj", "/CN=arena test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", *ec, "-keyout", files["key"], "-out", files["csr"],
+         "-subj", "/CN=localhost"],
+        [openssl, "x509", "-req", "-in", files["csr"], "-CA", files["ca"],
+         "-CAkey", files["ca_key"], "-CAcreateserial", "-out", files["cert"], "-days", "1",
+         "-extfile", files["ext"]],
+    ]  # fmt: skip
+    for command in commands:
+        subprocess.run([str(c) for c in command], check=True, capture_output=True, timeout=60)
     return files
 
 
