@@ -36,6 +36,8 @@ class Command(BaseCommand):
     )
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # No abbreviations: '--replica 3' must be an unknown option, not silently --replicas.
+        kwargs.setdefault("allow_abbrev", False)
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         known = [s for action in parser._actions for s in action.option_strings]
         original = parser.error
