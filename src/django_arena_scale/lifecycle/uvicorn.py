@@ -54,6 +54,13 @@ class DrainingServer(Server):
         get_lifecycle().begin_drain()
         super().handle_exit(sig, frame)
 
+    async def on_tick(self, counter: int) -> bool:
+        should_exit: bool = await super().on_tick(counter)
+        if should_exit:
+            # Leaving on its own (max_requests): streams must end with a reconnect event too.
+            get_lifecycle().begin_drain()
+        return should_exit
+
 
 class UvicornWorker(_BaseWorker):  # type: ignore[misc]
     """The uvicorn gunicorn worker with the graceful timeout chain and drain-on-SIGTERM."""

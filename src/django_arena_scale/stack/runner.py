@@ -341,6 +341,8 @@ class LocalStack:
         env.update(self.spec.app_environment)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         env.setdefault("SQLITE_PATH", str(self.dir / "db.sqlite3"))
+        # LLM breakers coordinate through Redis across the replicas (db 2 of the cache Redis).
+        env.setdefault("ARENA_SCALE_BREAKER_REDIS_URL", self.spec.redis_url("cache", 2))
         env.update(self.options.env)
         env["ARENA_REPLICA_NAME"] = name
         env["ARENA_SCALE_DRAIN_FILE"] = str(self.run_dir / f"{name}.drain")
@@ -487,7 +489,7 @@ class LocalStack:
         return [self.conf_dir / n for n in sorted(names) if (self.conf_dir / n).exists()]
 
     def set_down(self, replica: Replica, down: bool) -> None:
-        """Mark ``replica`` down (or up) in every upstream include, then reload nginx."""
+        """Mark ``replica`` down (reloading nginx) or up (the caller reloads) in the includes."""
         changed = False
         for path in self._include_paths():
             text = path.read_text()
@@ -500,7 +502,7 @@ class LocalStack:
                 tmp.write_text(new)
                 os.replace(tmp, path)
                 changed = True
-        if changed:
+        if changed and down:
             self.reload_nginx()
 
     def reload_nginx(self) -> None:
@@ -563,6 +565,9 @@ class LocalStack:
             self.write_state()
             self._wait_ready(replica)
             self.set_down(replica, False)
+            # Always reload: it also clears nginx's passive-failure mark (max_fails) left by a
+            # kill, so the replica takes traffic at once instead of after fail_timeout.
+            self.reload_nginx()
             self.write_state()
 
     def restart_replica(self, name: str) -> None:
