@@ -1,0 +1,401 @@
+"""deploy.sh passes the real bash -n and shellcheck, and does what it says, in order.
+
+There is no Docker daemon on the test machine, so the behaviour tests put a recording
+stand-in named ``docker`` first on PATH: it logs every call with the replicas marked ``down``
+or parked in the nginx upstream includes at that moment, answers the readiness probe as told,
+and runs the REAL ``nginx -t`` (in a private mount namespace where the compose service names
+resolve) whenever the script asks nginx to check its config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from django_arena_scale.deploy import render_all, script
+from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
+from tests.integration.test_generated_configs import (
+    NGINX,
+    hosts_file,
+    materialize,
+    specs,
+)
+
+pytestmark = pytest.mark.integration
+
+SHELLCHECK = shutil.which("shellcheck") or "/usr/bin/shellcheck"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "single-uvicorn": {"topology": "single", "app_server": "uvicorn"},
+    "backups-pgbouncer": {"backup_replicas": 2, "pgbouncer": True, "redis_roles": "shared"},
+    "custom": {"probe_prefix": "/-/", "app_port": 9000, "env_file": "secrets/prod.env"},
+}
+MATRIX = [(n, name) for n in (1, 2, 10, 50) for name in VARIANTS]
+
+
+def _check(text: str, path: Path) -> None:
+    path.write_text(text)
+    syntax = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=60)
+    assert syntax.returncode == 0, syntax.stderr
+    lint = subprocess.run(
+        [SHELLCHECK, "--shell=bash", "--severity=style", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.mark.parametrize(("n", "variant"), MATRIX)
+def test_deploy_script_passes_bash_n_and_shellcheck(n: int, variant: str, tmp_path: Path) -> None:
+    """bash -n and shellcheck (every severity) accept deploy.sh."""
+    spec = DeploymentSpec(replicas=n, **VARIANTS[variant])
+    _check(script.render(spec)[script.SCRIPT], tmp_path / "deploy.sh")
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(spec=specs())
+def test_deploy_script_passes_shellcheck_for_generated_specs(
+    spec: DeploymentSpec, tmp_path: Path
+) -> None:
+    """Hypothesis-drawn specs render a script that bash -n and shellcheck accept."""
+    _check(script.render(spec)[script.SCRIPT], tmp_path / "deploy.sh")
+
+
+def test_shellcheck_catches_a_broken_script(tmp_path: Path) -> None:
+    """The lint step can fail: an unquoted expansion in the body is reported."""
+    text = script.render(DeploymentSpec(replicas=2))[script.SCRIPT]
+    broken = text.replace(
+        'compose exec -T "$1" python manage.py drain on',
+        "compose exec -T $1 python manage.py drain on",
+    )
+    assert broken != text
+    with pytest.raises(AssertionError, match="SC2086"):
+        _check(broken, tmp_path / "deploy.sh")
+
+
+# --- running the script ---------------------------------------------------------------------
+FAKE_DOCKER = r'''
+#!{python}
+"""Recording stand-in for the docker CLI (see the test module's docstring)."""
+import json, os, subprocess, sys
+
+argv = sys.argv[1:]
+root = os.getcwd()
+down, parked = [], []
+for name in sorted(os.listdir(os.path.join(root, "nginx", "upstreams"))):
+    with open(os.path.join(root, "nginx", "upstreams", name)) as handle:
+        for line in handle:
+            words = line.split()
+            if words[:3] == ["#", "parked:", "server"]:
+                parked.append(words[3])
+            elif words[:1] == ["server"] and line.rstrip().endswith(" down;"):
+                down.append(words[1])
+with open(os.environ["DOCKER_LOG"], "a") as log:
+    log.write(json.dumps({{"argv": argv, "down": down, "parked": parked}}) + "\n")
+rc = 0
+if argv[-3:] == ["nginx", "-t", "-q"]:
+    conf = os.path.join(root, "nginx", "nginx.conf")
+    hosts = os.environ["FAKE_HOSTS"]
+    check = f'mount --bind "{{hosts}}" /etc/hosts && exec "{nginx}" -t -c "{{conf}}"'
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    proc = subprocess.run([*unshare, "sh", "-c", check], capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    rc = proc.returncode or (1 if "[warn]" in out else 0)
+    if rc:
+        sys.stderr.write(out)
+elif "-c" in argv and "python" in argv:
+    service = argv[argv.index("python") - 1]
+    rc = 1 if service in os.environ.get("FAKE_UNREADY", "").split() else 0
+sys.exit(rc)
+'''
+
+
+class Deployment:
+    """A rendered output directory plus the stand-in docker that records the script's calls."""
+
+    def __init__(self, spec: DeploymentSpec, root: Path) -> None:
+        self.spec = spec
+        self.root = root / "deploy"
+        self.files = render_all(spec).files
+        materialize(self.files, self.root)
+        (self.root / spec.env_file).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / spec.env_file).write_text("SECRET_KEY=test-only\n")
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        docker = bin_dir / "docker"
+        docker.write_text(FAKE_DOCKER.format(python=sys.executable, nginx=NGINX).lstrip())
+        docker.chmod(0o755)
+        self.log = root / "docker.log"
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "DOCKER_LOG": str(self.log),
+            "FAKE_HOSTS": str(hosts_file(spec, root / "hosts")),
+        }
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(self.root / script.SCRIPT), *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **env},
+            timeout=300,
+            check=False,
+        )
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def include(self, upstream: str) -> str:
+        return (self.root / self.spec.nginx_servers_include(upstream)).read_text()
+
+    def includes_unchanged(self) -> bool:
+        return all(
+            self.include(u) == self.files[self.spec.nginx_servers_include(u)]
+            for u in (self.spec.api_upstream, self.spec.stream_upstream)
+        )
+
+
+def _compose_args(call: dict[str, Any]) -> list[str]:
+    """The arguments after ``docker compose --file docker-compose.yml`` ([] for other calls)."""
+    argv = call["argv"]
+    if argv[:3] != ["compose", "--file", "docker-compose.yml"]:
+        return []
+    return list(argv[3:])
+
+
+def _replica_steps(calls: list[dict[str, Any]], service: str, address: str) -> list[str]:
+    """The calls about one replica, as short labels with the nginx state they saw."""
+    steps: list[str] = []
+    for call in calls:
+        args = _compose_args(call)
+        marked = address in call["down"]
+        if args[:3] == ["exec", "-T", "nginx"] and args[3:5] == ["nginx", "-s"]:
+            steps.append(f"reload(down={marked})")
+        elif args[:3] == ["exec", "-T", service] and "drain" in args:
+            steps.append(f"drain(down={marked})")
+        elif args[:1] == ["stop"] and args[-1] == service:
+            steps.append(f"stop {' '.join(args[1:-1])}")
+        elif args[:1] == ["up"] and args[-1] == service:
+            steps.append(f"up {' '.join(args[1:-1])}")
+        elif args[:3] == ["exec", "-T", service] and "-c" in args:
+            steps.append(f"probe(down={marked})")
+    return steps
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Deployment:
+    # drain_delay 0: the script sleeps that long per replica.
+    return Deployment(DeploymentSpec(replicas=2, stream_replicas=1, drain_delay=0), tmp_path)
+
+
+def test_deploy_script_unknown_command_prints_usage_and_exits_2(deployment: Deployment) -> None:
+    """An unknown command: usage on stderr, exit status 2, docker never called."""
+    proc = deployment.run("frobnicate")
+    assert proc.returncode == 2
+    assert "unknown command" in proc.stderr
+    assert "rolling-restart" in proc.stderr
+    assert deployment.calls() == []
+
+
+def test_deploy_script_help_lists_every_command(deployment: Deployment) -> None:
+    """help exits 0 and names each command."""
+    proc = deployment.run("help")
+    assert proc.returncode == 0
+    for command in ("start", "stop", "status", "health", "scale N", "rolling-restart", "logs"):
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize("count", ["", "0", "-1", "ten", "3"])
+def test_deploy_script_scale_rejects_bad_counts(deployment: Deployment, count: str) -> None:
+    """scale needs 1..N (N generated replicas); anything else exits 2 before touching docker."""
+    proc = deployment.run("scale", count)
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr
+    assert deployment.calls() == []
+
+
+def test_deploy_script_scale_beyond_generated_suggests_regenerating(
+    deployment: Deployment,
+) -> None:
+    """More replicas than generated: the message says to re-run generate_lb_config."""
+    proc = deployment.run("scale", "3")
+    assert "generate_lb_config --replicas 3" in proc.stderr
+
+
+def test_deploy_script_preflight_requires_env_file(deployment: Deployment) -> None:
+    """start refuses to run without the env file holding the secrets."""
+    (deployment.root / deployment.spec.env_file).unlink()
+    proc = deployment.run("start")
+    assert proc.returncode == 1
+    assert deployment.spec.env_file in proc.stderr
+
+
+def test_deploy_script_rolling_restart_drains_each_replica_in_order(
+    deployment: Deployment,
+) -> None:
+    """Per replica: mark down + reload, drain, stop with grace, recreate, ready, unmark + reload."""
+    proc = deployment.run("rolling-restart")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    spec = deployment.spec
+    calls = deployment.calls()
+    grace = str(spec.chain.stop_grace_period)
+    expected = [
+        "reload(down=True)",
+        "drain(down=True)",
+        f"stop --timeout {grace}",
+        "up --detach --no-deps --force-recreate",
+        "probe(down=True)",
+        "reload(down=False)",
+    ]
+    for service in spec.app_services:
+        steps = _replica_steps(calls, service, spec.address(service))
+        # Other replicas' reloads show this one not marked: keep the window of its own.
+        first = steps.index("reload(down=True)")
+        assert steps[first : first + len(expected)] == expected, service
+    assert deployment.includes_unchanged()
+
+
+def test_deploy_script_rolling_restart_takes_one_replica_at_a_time(
+    deployment: Deployment,
+) -> None:
+    """At every call at most one replica is marked down, and each one is restarted once."""
+    assert deployment.run("rolling-restart").returncode == 0
+    calls = deployment.calls()
+    assert all(len(call["down"]) <= 1 for call in calls)
+    recreated = [args[-1] for args in map(_compose_args, calls) if args[:1] == ["up"]]
+    assert recreated == list(deployment.spec.app_services)
+
+
+def test_deploy_script_rolling_restart_migrates_before_the_first_replica(
+    deployment: Deployment,
+) -> None:
+    """The image is built and migrations run before any replica is taken down."""
+    assert deployment.run("rolling-restart").returncode == 0
+    calls = deployment.calls()
+    build = next(i for i, c in enumerate(calls) if c["argv"][:1] == ["build"])
+    run_migrate = ["run", "--rm", deployment.spec.manage_service, "migrate"]
+    migrate = next(i for i, c in enumerate(calls) if c["argv"][3:7] == run_migrate)
+    first_drain = next(i for i, c in enumerate(calls) if c["down"])
+    assert build < migrate < first_drain
+
+
+def test_deploy_script_unready_replica_stays_marked_down(deployment: Deployment) -> None:
+    """A replica that never answers /ready/ stops the rollout and stays out of nginx."""
+    spec = deployment.spec
+    stuck = spec.web_names[1]
+    proc = deployment.run("rolling-restart", FAKE_UNREADY=stuck, ARENA_READY_TIMEOUT="0")
+    assert proc.returncode == 1
+    assert f"{stuck} is not ready" in proc.stderr
+    assert f"server {spec.address(stuck)} " in deployment.include(spec.api_upstream)
+    down = [
+        line
+        for line in deployment.include(spec.api_upstream).splitlines()
+        if line.endswith(" down;")
+    ]
+    assert [line.split()[1] for line in down] == [spec.address(stuck)]
+    touched = {args[-1] for args in map(_compose_args, deployment.calls()) if args}
+    assert not touched & set(spec.stream_names)
+
+
+def test_deploy_script_scale_down_parks_and_scale_up_restores(deployment: Deployment) -> None:
+    """scale 1 drains and parks web-2 (nginx -t still passes); scale 2 restores the includes."""
+    spec = deployment.spec
+    proc = deployment.run("scale", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    api = deployment.include(spec.api_upstream)
+    assert f"# parked: server {spec.address(spec.web_names[1])} " in api
+    assert f"\nserver {spec.address(spec.web_names[0])} " in api
+    status = deployment.run("status")
+    assert f"{spec.web_names[1]}: parked in nginx" in status.stdout
+    proc = deployment.run("scale", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert deployment.includes_unchanged()
+
+
+def test_deploy_script_reload_is_refused_when_nginx_rejects_the_config(
+    deployment: Deployment,
+) -> None:
+    """A broken nginx config (real nginx -t) stops the rollout before any reload."""
+    conf = deployment.root / "nginx" / "nginx.conf"
+    conf.write_text(conf.read_text().replace("events {", "events { bogus_directive on;", 1))
+    proc = deployment.run("rolling-restart")
+    assert proc.returncode == 1
+    assert "nginx rejects" in proc.stderr
+    reloads = [c for c in deployment.calls() if c["argv"][-2:] == ["-s", "reload"]]
+    assert reloads == []
+
+
+# --- quoting --------------------------------------------------------------------------------
+EVIL = [
+    "x; touch {canary}",
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "a'b\"c",
+    "two\nlines",
+    "${{HOME}}",
+    "*",
+    "-rf",
+]
+
+
+@pytest.mark.parametrize("evil", EVIL)
+@pytest.mark.parametrize("field", ["image", "env_file", "server_name"])
+def test_spec_rejects_shell_metacharacters(field: str, evil: str) -> None:
+    """The spec refuses values that could be read as shell syntax."""
+    with pytest.raises(SpecError, match=field):
+        DeploymentSpec(**{field: evil.format(canary="/tmp/x")})
+
+
+@pytest.mark.parametrize("evil", EVIL)
+def test_deploy_script_quotes_values_that_bypass_validation(evil: str, tmp_path: Path) -> None:
+    """Even values the spec would refuse reach bash as plain data: nothing runs, nothing splits."""
+    canary = tmp_path / "canary"
+    value = evil.format(canary=canary)
+    spec = DeploymentSpec(replicas=2)
+    # Bypass validation on purpose: the renderer must quote on its own.
+    for name in ("image", "env_file", "server_name", "nginx_service", "manage_service"):
+        object.__setattr__(spec, name, value)
+    object.__setattr__(spec, "web_names", (value, "web-2"))
+    object.__setattr__(spec, "app_services", (value, "web-2"))
+    object.__setattr__(spec, "address", lambda service: f"{service}:8000")
+    text = script.render(spec)[script.SCRIPT]
+    block = text[text.index("# --- from the DeploymentSpec") : text.index("# --- constant body")]
+    probe = textwrap.dedent(
+        """
+        printf '%s\\0' "$IMAGE" "$ENV_FILE" "$HOST_HEADER" "$NGINX_SERVICE" "$MANAGE_SERVICE"
+        printf '%s\\0' "${WEB_SERVICES[@]}"
+        upstream_address "$1"
+        """
+    )
+    proc = subprocess.run(
+        ["bash", "-c", block + probe, "deploy.sh", value],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    *values, address = proc.stdout.split("\0")
+    assert values == [value] * 5 + [value, "web-2"]
+    assert address == f"{value}:8000\n"
+    assert not canary.exists()
+    assert f"readonly IMAGE={shlex.quote(value)}" in text
