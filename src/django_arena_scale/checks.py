@@ -107,7 +107,10 @@ def _number(name: str) -> float | None:
     value = conf.raw(name)
     if not SETTINGS[name].accepts(value) or value is None:
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float: out of range, not a crash
+        return math.inf
 
 
 def _spec_default_replicas() -> int:
@@ -232,7 +235,10 @@ def check_setting_types(app_configs: Any = None, **kwargs: Any) -> Messages:
 def _shown(name: str, value: Any) -> str:
     if name == "STATUS_TOKEN":
         return "value hidden"
-    text = repr(redis_helpers.redact_url(value) if isinstance(value, str) else value)
+    try:
+        text = repr(redis_helpers.redact_url(value) if isinstance(value, str) else value)
+    except Exception:  # e.g. an int beyond sys.get_int_max_str_digits(), or a broken __repr__
+        return f"a {type(value).__name__} that cannot be shown"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -452,7 +458,8 @@ def check_ranges(app_configs: Any = None, **kwargs: Any) -> Messages:
         default = SETTINGS[name].default
         messages.append(
             Error(
-                f"{PREFIX}{name} must be a finite number {bound}, not {conf.raw(name)!r}.",
+                f"{PREFIX}{name} must be a finite number {bound}, not "
+                f"{_shown(name, conf.raw(name))}.",
                 hint=f"Set {PREFIX}{name} = {default!r} (the default) or another value {bound}.",
                 obj=f"{PREFIX}{name}",
                 id="django_arena_scale.E031",

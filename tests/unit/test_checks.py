@@ -515,6 +515,7 @@ def test_check_e030_deadline_below_probe_timeout_is_fine() -> None:
         ("SHUTDOWN_HOOK_TIMEOUT", 0.0),
         ("SSE_RECONNECT_MS", -1),
         ("REPLICAS", 0),
+        pytest.param("PROBE_TIMEOUT", 10**5000, id="PROBE_TIMEOUT-huge-int"),
     ],
 )
 def test_check_e031_out_of_range(name: str, value: float) -> None:
