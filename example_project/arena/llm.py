@@ -1,4 +1,4 @@
-"""A simulated LLM: an async generator of tokens with selectable failure modes.
+"""A simulated LLM provider, called through ``django_arena_scale.resilience.llm_call``.
 
 The arena's stream view talks to this instead of a real provider so that demos, benchmarks and
 e2e tests need no network.  A failure mode comes from the ``X-Arena-Simulate`` request header or
@@ -8,8 +8,18 @@ the ``ARENA_SIMULATE`` setting (environment variable of the same name), as ``;``
 
 - ``fail=<status>``: fail before the first token with that upstream status (429, 500, 503...).
 - ``retry_after=<seconds>``: the server hint sent with ``fail=429``/``503``.
+- ``fail_attempts=<n>``: fail only the first ``n`` attempts on each deployment (transient).
+- ``backup=ok``: the backup deployment is healthy (the fallback target serves the stream).
 - ``break_after=<k>``: the connection to the provider breaks after ``k`` tokens.
 - ``first_delay=<seconds>``: extra latency before the first token (slow first token).
+
+The guard (:data:`GUARD`) retries before the first token (honouring ``retry_after`` within
+the deadline), falls back from the ``simulator`` deployment to ``simulator:backup``, keeps a
+circuit breaker per deployment (shared across replicas when
+``ARENA_SCALE_BREAKER_REDIS_URL`` is set) and never restarts a stream after a token was sent.
+:func:`stream_tokens` maps the guard's errors back to :class:`SimulatedLLMError` for the view:
+an open breaker is a 503 with ``Retry-After``; a break after ``k`` tokens keeps ``after=k``.
+Options can be overridden per deployment with ``ARENA_SCALE_LLM_PROVIDERS["simulator"]``.
 """
 
 from __future__ import annotations
@@ -17,6 +27,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+
+from django_arena_scale.resilience import (
+    ProviderUnavailable,
+    RetriesExhausted,
+    StreamInterrupted,
+    Target,
+    current_attempt,
+    llm_call,
+)
 
 WORDS = (
     "The",
@@ -47,6 +67,11 @@ WORDS = (
 
 MAX_TOKENS = 10_000
 MAX_DELAY = 10.0
+_KEYS = frozenset({"fail", "retry_after", "break_after", "first_delay", "fail_attempts"})
+_INT_KEYS = frozenset({"fail", "break_after", "fail_attempts"})
+
+PROVIDER = "simulator"
+BACKUP = Target(PROVIDER, key="backup", kwargs={"deployment": "backup"})
 
 
 class SimulatedLLMError(Exception):
@@ -58,6 +83,15 @@ class SimulatedLLMError(Exception):
         self.after = after
         super().__init__(f"simulated provider failure: status {status} after {after} tokens.")
 
+    # Shaped like an SDK error (status_code, headers) so the guard's classifier needs no rule.
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"retry-after": f"{self.retry_after:g}"}
+
 
 @dataclass(frozen=True)
 class Simulation:
@@ -67,6 +101,8 @@ class Simulation:
     retry_after: float | None = None
     break_after: int | None = None
     first_delay: float = 0.0
+    fail_attempts: int | None = None
+    backup_ok: bool = False
 
     @classmethod
     def parse(cls, spec: str | None) -> Simulation:
@@ -74,21 +110,24 @@ class Simulation:
         if not spec or not spec.strip():
             return cls()
         fields: dict[str, float | int] = {}
+        backup_ok = False
         for part in spec.replace(",", ";").split(";"):
             if not part.strip():
                 continue
             key, sep, raw = part.partition("=")
             key = key.strip().replace("-", "_")
-            if not sep or key not in {"fail", "retry_after", "break_after", "first_delay"}:
+            if key == "backup" and raw.strip() == "ok":
+                backup_ok = True
+                continue
+            if not sep or key not in _KEYS:
                 msg = (
                     f"X-Arena-Simulate part {part.strip()!r} should be one of fail=<status>, "
-                    "retry_after=<s>, break_after=<k>, first_delay=<s>."
+                    "retry_after=<s>, fail_attempts=<n>, backup=ok, break_after=<k>, "
+                    "first_delay=<s>."
                 )
                 raise ValueError(msg)
             try:
-                value: float | int = (
-                    int(raw) if key in {"fail", "break_after"} else min(float(raw), MAX_DELAY)
-                )
+                value: float | int = int(raw) if key in _INT_KEYS else min(float(raw), MAX_DELAY)
             except ValueError as exc:
                 msg = f"X-Arena-Simulate value {raw.strip()!r} for {key!r} should be a number."
                 raise ValueError(msg) from exc
@@ -101,6 +140,8 @@ class Simulation:
             retry_after=float(fields["retry_after"]) if "retry_after" in fields else None,
             break_after=int(fields["break_after"]) if "break_after" in fields else None,
             first_delay=float(fields.get("first_delay", 0.0)),
+            fail_attempts=int(fields["fail_attempts"]) if "fail_attempts" in fields else None,
+            backup_ok=backup_ok,
         )
 
 
@@ -109,14 +150,20 @@ def token_at(index: int) -> str:
     return WORDS[index % len(WORDS)]
 
 
-async def stream_tokens(
+async def simulated_provider(
     count: int, *, delay: float, simulation: Simulation | None = None
 ) -> AsyncIterator[str]:
-    """Yield ``count`` tokens, one every ``delay`` seconds, misbehaving as ``simulation`` says."""
+    """The raw provider: ``count`` tokens, one every ``delay`` s, misbehaving as told."""
     sim = simulation or Simulation()
     if sim.first_delay:
         await asyncio.sleep(sim.first_delay)
-    if sim.fail is not None:
+    attempt = current_attempt()
+    transient_over = (
+        sim.fail_attempts is not None
+        and attempt is not None
+        and attempt.attempt > sim.fail_attempts
+    )
+    if sim.fail is not None and not transient_over:
         raise SimulatedLLMError(sim.fail, retry_after=sim.retry_after)
     for index in range(count):
         if sim.break_after is not None and index >= sim.break_after:
@@ -124,3 +171,52 @@ async def stream_tokens(
         if delay and index:
             await asyncio.sleep(delay)
         yield token_at(index)
+
+
+GUARD = llm_call(
+    PROVIDER,
+    fallbacks=[BACKUP],
+    # A user waits for the first token: retry only while it can still arrive within 3 s.
+    deadline=3.0,
+    max_attempts=2,
+    backoff_initial=0.2,
+    first_chunk_timeout=2.5,
+    idle_timeout=MAX_DELAY + 1.0,
+)
+
+
+@GUARD
+async def _guarded(
+    count: int, *, delay: float, simulation: Simulation, deployment: str = "primary"
+) -> AsyncIterator[str]:
+    sim = simulation
+    if deployment == "backup" and sim.backup_ok:
+        sim = Simulation(break_after=sim.break_after)
+    async for token in simulated_provider(count, delay=delay, simulation=sim):
+        yield token
+
+
+def _status(error: BaseException | None) -> int:
+    if isinstance(error, SimulatedLLMError):
+        return error.status
+    return 504  # the guard's own timeouts: the provider did not answer in time
+
+
+async def stream_tokens(
+    count: int, *, delay: float, simulation: Simulation | None = None
+) -> AsyncIterator[str]:
+    """Yield ``count`` tokens through the guard; failures surface as SimulatedLLMError."""
+    tokens: Any = _guarded(count, delay=delay, simulation=simulation or Simulation())
+    try:
+        async for token in tokens:
+            yield token
+    except ProviderUnavailable as exc:
+        raise SimulatedLLMError(503, retry_after=max(1.0, exc.retry_after)) from exc
+    except StreamInterrupted as exc:
+        raise SimulatedLLMError(_status(exc.error), after=exc.chunks) from exc
+    except RetriesExhausted as exc:
+        last = exc.last_error
+        retry_after = last.retry_after if isinstance(last, SimulatedLLMError) else None
+        raise SimulatedLLMError(_status(last), retry_after=retry_after) from exc
+    finally:
+        await tokens.aclose()
