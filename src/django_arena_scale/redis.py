@@ -118,7 +118,8 @@ _SSL_KEYS = frozenset(
 _CERT_REQS = ("none", "optional", "required")
 # The scheme is optional so that "user:secret@host" (a forgotten redis://) is redacted too.
 _USERINFO = re.compile(
-    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:/*)?(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.DOTALL
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*(?::/*|/+))?(?P<userinfo>.*)@(?P<rest>[^@]*)$",
+    re.DOTALL,
 )
 
 _QUERY_SECRET = re.compile(r"(?P<key>[?&](?:ssl_)?password=)[^&#]*", re.IGNORECASE)
@@ -204,8 +205,9 @@ def parse_redis_url(url: str) -> RedisTarget:
     parts, port = _split(url)
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
-        shown = f"{scheme!r}" if scheme else "no scheme"
-        raise _bad_url(url, f"has {shown} instead of redis://, rediss:// or unix://")
+        if not scheme:
+            raise _bad_url(url, "has no scheme")
+        raise _bad_url(url, f"has the scheme {scheme!r} instead of redis, rediss or unix")
     if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
         # A password holding "/", "?" or "#" ends the host early; never echo the remainder.
         raise _bad_url(url, "has '@' after the host (percent-encode / ? # @ in a password)")

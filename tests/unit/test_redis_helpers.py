@@ -198,6 +198,7 @@ BAD_URLS = [
     "redis://user:hun/ter2pw@cache:6379/0",
     "redis://:hunter2pw/x@cache/0",
     "redis://:hunter2pw@cache/0?db=x",
+    "redis//:hunter2pw@cache:6379/0",
     "redis://:hunter2pw@ca che:6379/0",
     "unix://:hunter2pw@",
     "rediss://:hunter2pw@[::1:6379/0",
@@ -238,6 +239,8 @@ def test_redis_cache_non_string_url_is_type_error() -> None:
         ("redis://h:6379/0?password=pw&db=1", "redis://h:6379/0?password=***&db=1"),
         ("redis://h:6379/0", "redis://h:6379/0"),
         ("rediss://u:p@ss:w@h/0", "rediss://u:***@h/0"),
+        ("redis//:pw@h/0", "redis//:***@h/0"),
+        (":pw@h:6379", ":***@h:6379"),
     ],
 )
 def test_redact_url_hides_passwords(url: str, expected: str) -> None:
