@@ -310,7 +310,7 @@ class DeploymentSpec:
     burst_stream: int = _int(20, "burst of the stream limit", 0, 1_000_000)
     rate_auth: int = _int(5, "auth requests per second per client IP", 1, 100_000)
     burst_auth: int = _int(10, "burst of the auth limit", 0, 1_000_000)
-    conn_per_ip: int = _int(20, "concurrent connections per client IP", 1, 100_000)
+    conn_per_ip: int = _int(20, "concurrent connections per client IP", 1, 65535)
     max_conns: int = _int(200, "nginx max_conns per replica", 1, 100_000)
     max_fails: int = _int(3, "failures before a replica is skipped (passive health)", 1, 100)
     fail_timeout: int = _int(30, "seconds a failed replica is skipped", 1, 3600)
