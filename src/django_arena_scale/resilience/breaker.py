@@ -144,6 +144,8 @@ class CircuitBreaker:
             name=name,
             throw_new_error_on_trip=True,
         )
+        # pybreaker's storage, read directly on the hot path (one property instead of two).
+        self._storage = self._cb._state_storage
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} state={self.state} failures={self._cb.fail_counter}>"
@@ -177,8 +179,11 @@ class CircuitBreaker:
         coordinator = self.coordinator
         if coordinator is not None:
             coordinator.maybe_refresh()
-        if self._cb.current_state == CLOSED and self._remote_open_until <= self._clock():
-            self.counters.add("calls")
+        remote = self._remote_open_until
+        if self._storage.state == CLOSED and (remote == 0.0 or remote <= self._clock()):
+            counters = self.counters
+            with counters._lock:
+                counters.calls += 1
             return Ticket(self, self._epoch, None)
         return self._admit_slow()
 
@@ -224,13 +229,16 @@ class CircuitBreaker:
     def record(self, ticket: Ticket, outcome: Outcome, reason: str = "") -> None:
         """Record an attempt's outcome; late outcomes (admitted before a transition) are ignored."""
         if outcome is Outcome.SUCCESS:
-            self.counters.add("successes")
+            counters = self.counters
+            with counters._lock:
+                counters.successes += 1
             # Hot path: a success on a healthy closed breaker changes nothing in pybreaker.
+            storage = self._storage
             if (
                 ticket.probe is None
                 and ticket.epoch == self._epoch
-                and self._cb.fail_counter == 0
-                and self._cb.current_state == CLOSED
+                and storage.counter == 0
+                and storage.state == CLOSED
             ):
                 return
         elif outcome.is_failure:

@@ -117,14 +117,22 @@ def _check_name(what: str, value: Any) -> None:
         raise GuardConfigError(msg)
 
 
-@dataclass(frozen=True)
 class AttemptContext:
     """What the wrapped function may want to know about the attempt it runs in."""
 
-    target: Target
-    attempt: int
-    timeout: float
-    deadline_at: float
+    __slots__ = ("attempt", "deadline_at", "target", "timeout")
+
+    def __init__(self, target: Target, attempt: int, timeout: float, deadline_at: float) -> None:
+        self.target = target
+        self.attempt = attempt
+        self.timeout = timeout
+        self.deadline_at = deadline_at
+
+    def __repr__(self) -> str:
+        return (
+            f"<AttemptContext {self.target.name!r} attempt={self.attempt} "
+            f"timeout={self.timeout:.3g}>"
+        )
 
 
 _attempt_var: contextvars.ContextVar[AttemptContext | None] = contextvars.ContextVar(
@@ -289,6 +297,8 @@ class LLMGuard:
         # Validate now (decoration time): settings of every target, merged with our options.
         primary_options = {**registry.provider_options(self.primary.name), **options}
         self.policy, _ = split_options(primary_options, owner=f"llm_call({provider!r})")
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._generation = -1
         self._breaker_options: dict[str, BreakerOptions] = {}
         for target in self.targets:
             merged = {**registry.provider_options(target.name), **options}
@@ -303,7 +313,15 @@ class LLMGuard:
         )
 
     def breaker(self, target: Target) -> CircuitBreaker:
-        return registry.breaker(target.name, self._breaker_options[target.name])
+        """The breaker of ``target`` (cached until the registry is reset or reconfigured)."""
+        if self._generation != registry.generation:
+            self._breakers = {}
+            self._generation = registry.generation
+        found = self._breakers.get(target.name)
+        if found is None:
+            found = registry.breaker(target.name, self._breaker_options[target.name])
+            self._breakers[target.name] = found
+        return found
 
     # --- decoration --------------------------------------------------------------------------
 
@@ -371,7 +389,7 @@ class LLMGuard:
     ) -> tuple[contextvars.Token[AttemptContext | None], dict[str, Any], float]:
         run.attempts += 1
         run.target_attempts = attempt
-        timeout = run.policy.attempt_timeout_for(run.time_left())
+        timeout = run.policy.attempt_timeout_for(run.deadline_at - self.clock())
         token = _attempt_var.set(AttemptContext(target, attempt, timeout, run.deadline_at))
         if self.timeout_kwarg is not None:
             kwargs = {**kwargs, self.timeout_kwarg: timeout}

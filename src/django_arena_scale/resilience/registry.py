@@ -34,6 +34,8 @@ class Registry:
         self.options_source: OptionsSource | None = None
         self._adapter_checked = False
         self.clock: Callable[[], float] = time.monotonic
+        # Bumped on reset()/configure() so guards drop the breakers they cached.
+        self.generation = 0
 
     def __repr__(self) -> str:
         return f"<Registry breakers={sorted(self._breakers)} coordinator={self.coordinator!r}>"
@@ -103,6 +105,7 @@ class Registry:
             for breaker in self._breakers.values():
                 coordinator.register(breaker)
             self.coordinator = coordinator
+            self.generation += 1
             return coordinator
 
     def reset(self) -> None:
@@ -114,6 +117,7 @@ class Registry:
             self._breakers.clear()
             self.options_source = None
             self._adapter_checked = False
+            self.generation += 1
 
 
 registry = Registry()
