@@ -120,8 +120,9 @@ class Command(BaseCommand):
             )
         except WriteError as exc:
             raise CommandError(str(exc)) from exc
+        verbosity = options["verbosity"]
         for line in result.lines(verb="did"):
-            if options["verbosity"] >= 2 or not line.startswith("did leave unchanged"):
+            if verbosity >= 2 or (verbosity >= 1 and not line.startswith("did leave unchanged")):
                 self.stdout.write(line.replace("did ", "", 1))
         written = len(result.to_write)
         self.stdout.write(
