@@ -23,7 +23,7 @@ readonly LIVE_PATH=/live/
 readonly HEALTH_PATH=/health/
 readonly PROBE_TIMEOUT=2
 readonly PROBE_INTERVAL=2
-readonly READY_TIMEOUT=120
+readonly READY_TIMEOUT_DEFAULT=120
 readonly DRAIN_DELAY=10
 readonly STOP_GRACE=45
 readonly WEB_SERVICES=(
@@ -86,6 +86,13 @@ upstream_address() {
 }
 # --- constant body ----------------------------------------------------------------------
 
+READY_TIMEOUT=${ARENA_READY_TIMEOUT:-$READY_TIMEOUT_DEFAULT}
+if [[ ! "$READY_TIMEOUT" =~ ^[0-9]+$ ]]; then
+    printf 'error: ARENA_READY_TIMEOUT must be whole seconds; got %q.\n' "$READY_TIMEOUT" >&2
+    exit 2
+fi
+readonly READY_TIMEOUT
+
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 die() {
@@ -115,7 +122,9 @@ Usage: ./deploy.sh COMMAND [ARGS]
   collectstatic    python manage.py collectstatic in a one-off container
   help             this text
 
-ARENA_SKIP_BUILD=1 makes start and rolling-restart pull ${IMAGE} instead of building it.
+ARENA_SKIP_BUILD=1 makes start and rolling-restart pull ${IMAGE} instead of building it;
+ARENA_READY_TIMEOUT=SECONDS changes how long a replica may take to become ready
+(default ${READY_TIMEOUT_DEFAULT}).
 EOF
 }
 
