@@ -8,6 +8,7 @@ a probe.  Any other request costs one dict lookup.  Works under WSGI and ASGI.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.http import HttpRequest, HttpResponseBase
 from django_arena_scale.health import service
 
 GetResponse = Callable[[HttpRequest], Any]
+logger = logging.getLogger("django_arena_scale.health")
 
 
 def probe_routes(prefix: str) -> dict[str, str]:
@@ -45,7 +47,11 @@ class ProbeMiddleware:
         self.prefix = conf.PROBE_PREFIX
         self.routes = probe_routes(self.prefix)
         # Django builds the middleware chain once its apps are ready: the moment to warm up.
-        start_warmups()
+        try:
+            start_warmups()
+        except Exception:
+            # Never break the application over warm-ups; /health/ retries on its first call.
+            logger.exception("Starting the warm-ups failed.")
 
     def __repr__(self) -> str:
         mode = "async" if self.async_mode else "sync"

@@ -130,7 +130,7 @@ def test_channel_layer_round_trip_check(settings: Any, fresh_redis: RedisServer)
     """The opt-in channel-layer check sends and receives one message through Redis."""
     from channels.layers import channel_layers
 
-    from django_arena_scale.health.builtin import channel_checks
+    from django_arena_scale.health.builtin import channel_checks, close_channel_layer
 
     settings.ARENA_SCALE_CHANNEL_LAYER_CHECK = True
     settings.CHANNEL_LAYERS = {
@@ -143,6 +143,7 @@ def test_channel_layer_round_trip_check(settings: Any, fresh_redis: RedisServer)
     try:
         report = Runner().evaluate(channel_checks(), deadline=3, default_timeout=3)
     finally:
+        close_channel_layer(channel_layers["default"])
         channel_layers.backends.clear()
     assert [(r.name, r.status.value) for r in report.results] == [("channel_layer:default", "pass")]
 

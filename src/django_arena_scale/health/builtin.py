@@ -258,6 +258,13 @@ class _LoopThread:
 _loop_thread = _LoopThread()
 
 
+def close_channel_layer(layer: Any, timeout: float = 5.0) -> None:
+    """Close the connections ``layer`` opened on the check's event loop (tests, shutdown)."""
+    close = getattr(layer, "close_pools", None)
+    if close is not None:
+        asyncio.run_coroutine_threadsafe(close(), _loop_thread.loop()).result(timeout)
+
+
 def channel_layer_check(alias: str = "default") -> Check:
     def run() -> None:
         from channels.layers import get_channel_layer
