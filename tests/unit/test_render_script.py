@@ -6,8 +6,9 @@ import re
 import shlex
 
 import pytest
+import yaml
 
-from django_arena_scale.deploy import nginx, script
+from django_arena_scale.deploy import compose, nginx, script
 from django_arena_scale.deploy.spec import DeploymentSpec
 
 SPECS = {
@@ -129,3 +130,18 @@ def test_script_values_sit_only_in_the_variable_block(spec: DeploymentSpec) -> N
     body = _text(spec).split("# --- constant body", 1)[1]
     other = _text(DeploymentSpec(replicas=7, app_port=8123)).split("# --- constant body", 1)[1]
     assert body == other
+
+
+def test_script_services_are_the_compose_services(spec: DeploymentSpec) -> None:
+    """Every service the script names exists in docker-compose.yml, and every app service there
+    is one the script restarts."""
+    text = _text(spec)
+    services = yaml.safe_load(compose.render(spec)[compose.COMPOSE_FILE])["services"]
+    named = {
+        *_array(text, "APP_SERVICES"),
+        *_array(text, "DATA_SERVICES"),
+        _scalar(text, "NGINX_SERVICE"),
+        _scalar(text, "MANAGE_SERVICE"),
+    }
+    assert named == set(services)
+    assert _scalar(text, "COMPOSE_FILE") in compose.render(spec)
