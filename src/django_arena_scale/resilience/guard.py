@@ -898,28 +898,47 @@ async def _aclose_quietly(gen: AsyncIterator[Any]) -> None:
             await aclose()
 
 
-if sys.version_info >= (3, 11):
+class _Timer:
+    """Cancels ``task`` when it fires; remembers that it did."""
 
-    async def _with_timeout(
-        awaitable: Awaitable[T], seconds: float, error: type[LLMTimeout], target: Target
-    ) -> T:
-        try:
-            async with asyncio.timeout(seconds) as scope:
-                return await awaitable
-        except TimeoutError as exc:
-            if scope.expired():
-                raise error(target.name, seconds) from exc
+    __slots__ = ("expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.expired = False
+
+    def fire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+
+# Timer callbacks need no context; passing one avoids a copy_context() per call (the largest
+# cost of asyncio.timeout / wait_for on this hot path).
+_TIMER_CONTEXT = contextvars.Context()
+_HAS_UNCANCEL = sys.version_info >= (3, 11)
+
+
+async def _with_timeout(
+    awaitable: Awaitable[T], seconds: float, error: type[LLMTimeout], target: Target
+) -> T:
+    """Await ``awaitable`` for at most ``seconds``; raise ``error`` if our timer cut it."""
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - awaited outside a task (exotic event loops)
+        return await asyncio.wait_for(awaitable, seconds)
+    loop = asyncio.get_running_loop()
+    timer = _Timer(task)
+    handle = loop.call_at(loop.time() + seconds, timer.fire, context=_TIMER_CONTEXT)
+    try:
+        return await awaitable
+    except asyncio.CancelledError as exc:
+        if not timer.expired:
             raise
-
-else:  # pragma: no cover - exercised by the py310 tox env
-
-    async def _with_timeout(
-        awaitable: Awaitable[T], seconds: float, error: type[LLMTimeout], target: Target
-    ) -> T:
-        try:
-            return await asyncio.wait_for(awaitable, seconds)
-        except asyncio.TimeoutError as exc:
-            raise error(target.name, seconds) from exc
+        # Our own cancellation: undo it, unless someone else cancelled the task too.
+        if _HAS_UNCANCEL and task.uncancel() > 0:  # type: ignore[attr-defined,unused-ignore]
+            raise
+        raise error(target.name, seconds) from exc
+    finally:
+        handle.cancel()
 
 
 def llm_call(
