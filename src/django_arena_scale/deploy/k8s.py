@@ -283,6 +283,12 @@ _SECURITY = {
 }
 
 
+def _pod_defaults() -> dict[str, Any]:
+    # The app never talks to the Kubernetes API, and service links would inject
+    # <SERVICE>_PORT variables that can shadow settings such as REDIS_PORT.
+    return {"automountServiceAccountToken": False, "enableServiceLinks": False}
+
+
 def _pod_security() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
@@ -355,6 +361,7 @@ def _deployment(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]
                 "metadata": {"labels": labels},
                 "spec": {
                     "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+                    **_pod_defaults(),
                     "securityContext": _pod_security(),
                     "topologySpreadConstraints": [
                         {
@@ -474,6 +481,7 @@ def _migrate_job(spec: DeploymentSpec) -> dict[str, Any]:
                 "metadata": {"labels": _labels(spec, "migrate")},
                 "spec": {
                     "restartPolicy": "Never",
+                    **_pod_defaults(),
                     "securityContext": _pod_security(),
                     "containers": [
                         {
@@ -550,8 +558,6 @@ def _ingresses(spec: DeploymentSpec) -> list[dict[str, Any]]:
         "proxy-next-upstream-tries": "3",
         "limit-connections": str(spec.conn_per_ip),
     }
-    if spec.trusted_proxies:
-        common["limit-whitelist"] = ",".join(spec.trusted_proxies)
 
     def limited(rate: int, burst: int, read: int) -> dict[str, str]:
         return {

@@ -310,8 +310,15 @@ def _kubernetes(spec: DeploymentSpec) -> list[str]:
         f"The Secret `{secret}` holds SECRET_KEY, DATABASE_URL, REDIS_URL, SESSION_REDIS_URL, "
         "CHANNEL_REDIS_URL and the LLM keys; nothing secret is in the ConfigMap. "
         "ingress-nginx answers a rate limit with 503 unless its controller ConfigMap sets "
-        '`limit-req-status-code: "429"` and `limit-conn-status-code: "429"`.',
+        '`limit-req-status-code: "429"` and `limit-conn-status-code: "429"`; it sends its own '
+        "X-Request-ID upstream.",
     ]
+    if spec.trusted_proxies:
+        lines.append(
+            "Behind the proxies " + ", ".join(spec.trusted_proxies) + ", set "
+            '`use-forwarded-headers: "true"` and `proxy-real-ip-cidr` to them in the same '
+            "ConfigMap, or every client shares one rate limit."
+        )
     if spec.server_name != "_":
         lines.append(
             f"TLS for `{spec.server_name}` comes from the Secret `{spec.project}-tls` "
