@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 
 from django_arena_scale.deploy import render_all, script
+from django_arena_scale.deploy.compose import COMPOSE_FILE
 from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
 from tests.integration.test_generated_configs import (
     NGINX,
@@ -108,7 +110,7 @@ for name in sorted(os.listdir(os.path.join(root, "nginx", "upstreams"))):
 with open(os.environ["DOCKER_LOG"], "a") as log:
     log.write(json.dumps({{"argv": argv, "down": down, "parked": parked}}) + "\n")
 rc = 0
-if argv[-3:] == ["nginx", "-t", "-q"]:
+if argv[-5:-2] == ["nginx", "-t", "-q"]:
     conf = os.path.join(root, "nginx", "nginx.conf")
     hosts = os.environ["FAKE_HOSTS"]
     check = f'mount --bind "{{hosts}}" /etc/hosts && exec "{nginx}" -t -c "{{conf}}"'
@@ -187,7 +189,7 @@ def _replica_steps(calls: list[dict[str, Any]], service: str, address: str) -> l
     for call in calls:
         args = _compose_args(call)
         marked = address in call["down"]
-        if args[:3] == ["exec", "-T", "nginx"] and args[3:5] == ["nginx", "-s"]:
+        if args[:3] == ["exec", "-T", "nginx"] and args[3:6] == ["nginx", "-s", "reload"]:
             steps.append(f"reload(down={marked})")
         elif args[:3] == ["exec", "-T", service] and "drain" in args:
             steps.append(f"drain(down={marked})")
@@ -339,7 +341,7 @@ def test_deploy_script_reload_is_refused_when_nginx_rejects_the_config(
     proc = deployment.run("rolling-restart")
     assert proc.returncode == 1
     assert "nginx rejects" in proc.stderr
-    reloads = [c for c in deployment.calls() if c["argv"][-2:] == ["-s", "reload"]]
+    reloads = [c for c in deployment.calls() if "reload" in c["argv"]]
     assert reloads == []
 
 
@@ -399,3 +401,21 @@ def test_deploy_script_quotes_values_that_bypass_validation(evil: str, tmp_path:
     assert address == f"{value}:8000\n"
     assert not canary.exists()
     assert f"readonly IMAGE={shlex.quote(value)}" in text
+
+
+def test_deploy_script_checks_and_reloads_the_config_nginx_runs_with(
+    deployment: Deployment,
+) -> None:
+    """nginx -t and -s reload name the file of the compose nginx command, not the default."""
+    assert deployment.run("rolling-restart").returncode == 0
+    services = yaml.safe_load(deployment.files[COMPOSE_FILE])["services"]
+    command = services[deployment.spec.nginx_service]["command"]
+    running = command[command.index("-c") + 1]
+    nginx_calls = [
+        args[3:]
+        for args in map(_compose_args, deployment.calls())
+        if args[2:4] == ["nginx", "nginx"]
+    ]
+    assert nginx_calls
+    for args in nginx_calls:
+        assert args[args.index("-c") + 1] == running

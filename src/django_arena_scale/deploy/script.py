@@ -164,9 +164,10 @@ upstream_state() {
 }
 
 reload_nginx() {
-    compose exec -T "$NGINX_SERVICE" nginx -t -q ||
+    # -c: the container runs nginx with this file, not the image's default nginx.conf.
+    compose exec -T "$NGINX_SERVICE" nginx -t -q -c "$NGINX_CONF" ||
         die "nginx rejects the edited upstream includes; nothing was reloaded."
-    compose exec -T "$NGINX_SERVICE" nginx -s reload
+    compose exec -T "$NGINX_SERVICE" nginx -s reload -c "$NGINX_CONF"
 }
 
 probe() {
@@ -422,6 +423,7 @@ def script_variables(spec: DeploymentSpec) -> dict[str, str]:
         "COMPOSE_FILE": COMPOSE_FILE,
         "ENV_FILE": spec.env_file,
         "NGINX_SERVICE": spec.nginx_service,
+        "NGINX_CONF": f"{spec.nginx_config_dir}/nginx.conf",
         "MANAGE_SERVICE": spec.manage_service,
         "IMAGE": spec.image,
         "HTTP_PORT": str(spec.http_port),
