@@ -40,22 +40,27 @@ async def awork() -> int:
     return 1
 
 
-def best_us(fn: object) -> float:
-    times = timeit.repeat(fn, number=NUMBER, repeat=REPEAT)  # type: ignore[arg-type]
-    return min(times) / NUMBER * 1e6
+def run_sync(fn: object) -> float:
+    return timeit.timeit(fn, number=NUMBER) / NUMBER * 1e6  # type: ignore[arg-type]
 
 
-def best_async_us(factory: object) -> float:
+def run_async(factory: object) -> float:
     async def loop() -> float:
-        best = float("inf")
-        for _ in range(REPEAT):
-            started = time.perf_counter()
-            for _ in range(NUMBER):
-                await factory()  # type: ignore[operator]
-            best = min(best, time.perf_counter() - started)
-        return best / NUMBER * 1e6
+        started = time.perf_counter()
+        for _ in range(NUMBER):
+            await factory()  # type: ignore[operator]
+        return (time.perf_counter() - started) / NUMBER * 1e6
 
     return asyncio.run(loop())
+
+
+def interleaved(variants: dict[str, tuple[bool, object]]) -> dict[str, float]:
+    """Best time per call of each variant; rounds alternate variants so load noise is shared."""
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(REPEAT):
+        for name, (is_async, fn) in variants.items():
+            best[name] = min(best[name], run_async(fn) if is_async else run_sync(fn))
+    return best
 
 
 def main() -> int:
@@ -69,20 +74,29 @@ def main() -> int:
         stamina_async = stamina.retry(on=ConnectionError, attempts=3)(awork)
         guarded()  # first call: creates the breaker, first Redis refresh
 
-        bare = best_us(work)
-        guard = best_us(guarded)
-        pyb = best_us(lambda: breaker.call(work))
-        stam = best_us(stamina_sync)
-        abare = best_async_us(awork)
-        aguard = best_async_us(aguarded)
-        astam = best_async_us(stamina_async)
+        best = interleaved(
+            {
+                "bare": (False, work),
+                "guard": (False, guarded),
+                "pybreaker": (False, lambda: breaker.call(work)),
+                "stamina": (False, stamina_sync),
+                "abare": (True, awork),
+                "aguard": (True, aguarded),
+                "astamina": (True, stamina_async),
+            }
+        )
+        bare, guard, pyb, stam = best["bare"], best["guard"], best["pybreaker"], best["stamina"]
+        abare, aguard, astam = best["abare"], best["aguard"], best["astamina"]
         assert coordinator is not None
         refreshes = coordinator.refreshes
         registry.reset()
 
     sync_overhead = guard - bare
     async_overhead = aguard - abare
-    print(f"per call, best of {REPEAT} x {NUMBER} (Redis coordination on, {refreshes} refreshes)")
+    print(
+        f"per call, best of {REPEAT} interleaved rounds x {NUMBER} calls "
+        f"(Redis coordination on, {refreshes} refreshes)"
+    )
     print(f"  bare sync call                 {bare:8.2f} us")
     print(f"  llm_call guard (sync)          {guard:8.2f} us   overhead {sync_overhead:6.2f} us")
     print(f"  pybreaker CircuitBreaker.call  {pyb:8.2f} us")

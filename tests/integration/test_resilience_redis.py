@@ -273,3 +273,20 @@ def test_fleet_probe_failure_reopens_everywhere(fresh_redis: RedisServer) -> Non
     finally:
         a.reset()
         b.reset()
+
+
+def test_fleet_redis_url_from_django_settings(fresh_redis: RedisServer) -> None:
+    """ARENA_SCALE_BREAKER_REDIS_URL turns coordination on through the Django adapter."""
+    from django.test import override_settings
+
+    from django_arena_scale.resilience import registry
+
+    registry.reset()
+    try:
+        with override_settings(ARENA_SCALE_BREAKER_REDIS_URL=fresh_redis.url):
+            breaker = registry.breaker("fleet")
+            assert registry.coordinator is not None
+            assert breaker.coordinator is registry.coordinator
+            assert registry.coordinator.refresh() is True
+    finally:
+        registry.reset()
