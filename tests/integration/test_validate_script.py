@@ -419,3 +419,17 @@ def test_deploy_script_checks_and_reloads_the_config_nginx_runs_with(
     assert nginx_calls
     for args in nginx_calls:
         assert args[args.index("-c") + 1] == running
+
+
+def test_deploy_script_edits_only_the_named_replica_line(tmp_path: Path) -> None:
+    """Parking web-11 leaves web-1 alone (no prefix match), and scaling back restores all."""
+    deployment = Deployment(DeploymentSpec(replicas=11, stream_replicas=1, drain_delay=0), tmp_path)
+    spec = deployment.spec
+    proc = deployment.run("scale", "10")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = deployment.include(spec.api_upstream).splitlines()
+    parked = [line.split()[3] for line in lines if line.startswith("# parked: ")]
+    assert parked == [spec.address("web-11")]
+    assert f"server {spec.address('web-1')} " in "\n".join(lines)
+    assert deployment.run("scale", "11").returncode == 0
+    assert deployment.includes_unchanged()
