@@ -13,6 +13,7 @@ cd -- "$(dirname -- "${BASH_SOURCE[0]}")"
 readonly COMPOSE_FILE=docker-compose.yml
 readonly ENV_FILE=.env
 readonly NGINX_SERVICE=nginx
+readonly NGINX_CONF=/etc/nginx/arena/nginx.conf
 readonly MANAGE_SERVICE=manage
 readonly IMAGE=arena-backend:latest
 readonly HTTP_PORT=80
@@ -201,9 +202,10 @@ upstream_state() {
 }
 
 reload_nginx() {
-    compose exec -T "$NGINX_SERVICE" nginx -t -q ||
+    # -c: the container runs nginx with this file, not the image's default nginx.conf.
+    compose exec -T "$NGINX_SERVICE" nginx -t -q -c "$NGINX_CONF" ||
         die "nginx rejects the edited upstream includes; nothing was reloaded."
-    compose exec -T "$NGINX_SERVICE" nginx -s reload
+    compose exec -T "$NGINX_SERVICE" nginx -s reload -c "$NGINX_CONF"
 }
 
 probe() {
