@@ -69,6 +69,12 @@ def test_spec_from_sources_setting_values_are_not_coerced() -> None:
         DeploymentSpec.from_sources({}, {"replicas": "3"})
 
 
+def test_spec_from_sources_setting_lists_become_tuples() -> None:
+    """A list in ARENA_SCALE_DEPLOY is accepted for a sequence field."""
+    spec = DeploymentSpec.from_sources({}, {"trusted_proxies": ["10.0.0.0/8"]})
+    assert spec.trusted_proxies == ("10.0.0.0/8",)
+
+
 def test_spec_from_sources_parses_cli_types() -> None:
     """CLI strings become ints, floats, booleans and comma-separated tuples."""
     s = DeploymentSpec.from_sources(

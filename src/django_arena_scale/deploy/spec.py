@@ -412,6 +412,8 @@ class DeploymentSpec:
                     raise _unknown(source, key)
                 if coerce and raw is None:
                     continue
+                if not coerce and isinstance(raw, list):
+                    raw = tuple(raw)  # settings naturally spell sequences as lists
                 values[name] = _coerce(_FIELDS[name], raw) if coerce else raw
         return cls(**values)
 
