@@ -60,8 +60,10 @@ def remove_listener(listener: EventListener) -> None:
 
 def emit(event: BreakerEvent) -> None:
     if event.kind == "state_change":
-        logger.warning(
-            "circuit breaker %r: %s -> %s", event.breaker, event.old_state, event.new_state
+        # Opening is what an operator must see; half-open and closed are the recovery.
+        level = logging.WARNING if event.new_state == "open" else logging.INFO
+        logger.log(
+            level, "circuit breaker %r: %s -> %s", event.breaker, event.old_state, event.new_state
         )
     for listener in _listeners:
         try:

@@ -957,7 +957,9 @@ def llm_call(
     """Guard calls to ``provider``: ``@llm_call("openai", deadline=30, fallbacks=["azure"])``.
 
     Works on functions, coroutine functions, generator and async generator functions
-    (streams).  ``options`` are provider options (see ``PROVIDER_OPTIONS``) overriding
+    (streams).  A plain function that returns an SDK stream object is guarded as a plain call
+    (until it returns); iterate the stream inside a generator function to get stream semantics.
+    ``options`` are provider options (see ``PROVIDER_OPTIONS``) overriding
     ``ARENA_SCALE_LLM_PROVIDERS[provider]``; invalid ones raise :class:`GuardConfigError` here.
     ``clock``/``sleep``/``async_sleep``/``random`` are injectable for tests.
     """
