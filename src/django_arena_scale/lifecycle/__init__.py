@@ -45,3 +45,18 @@ def start_warmups(*, background: bool = True) -> bool:
     from django_arena_scale.lifecycle.warmup import start_warmups as _start
 
     return _start(background=background)
+
+
+# --- graceful shutdown (issue 5) ------------------------------------------------------------
+from django_arena_scale.lifecycle.hooks import on_shutdown, run_shutdown_hooks  # noqa: E402
+from django_arena_scale.lifecycle.signals import (  # noqa: E402
+    install_signal_handlers,
+    shutdown_started,
+)
+
+__all__ += [
+    "install_signal_handlers",
+    "on_shutdown",
+    "run_shutdown_hooks",
+    "shutdown_started",
+]
