@@ -241,3 +241,11 @@ def test_breaker_status_pass_when_closed() -> None:
     status = breaker_status()["openai"]
     assert status["status"] == "pass"
     assert {"calls", "failures", "retries", "short_circuits", "fallbacks"} <= set(status)
+
+
+def test_breaker_status_lists_guarded_providers_before_first_call() -> None:
+    """Decorating creates the breakers, so /status/ shows them before any call."""
+    from django_arena_scale.resilience import llm_call
+
+    llm_call("openai", fallbacks=["azure"])
+    assert sorted(breaker_status()) == ["azure", "openai"]

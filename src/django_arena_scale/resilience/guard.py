@@ -304,6 +304,9 @@ class LLMGuard:
             merged = {**registry.provider_options(target.name), **options}
             owner = f"LLM provider {target.name!r}"
             self._breaker_options[target.name] = split_options(merged, owner=owner)[1]
+        # Create the breakers now so /status/ lists every guarded provider before its first call.
+        for target in self.targets:
+            self.breaker(target)
 
     def __repr__(self) -> str:
         chain = " -> ".join(t.name for t in self.targets)
