@@ -166,6 +166,20 @@ def test_nginx_real_ip_only_from_trusted_proxies() -> None:
     ]
 
 
+def test_nginx_forwarded_proto_is_scheme_without_trusted_proxies() -> None:
+    """Directly exposed, nginx reports its own scheme (a client cannot claim https)."""
+    headers = nginx.render(DeploymentSpec())["nginx/proxy_headers.conf"]
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in headers
+
+
+def test_nginx_forwarded_proto_from_trusted_proxy() -> None:
+    """Behind trusted proxies, their X-Forwarded-Proto (http/https only) is passed on."""
+    files = nginx.render(DeploymentSpec(trusted_proxies=("10.0.0.0/8",)))
+    mapping = block(files["nginx/nginx.conf"], "map $http_x_forwarded_proto $arena_forwarded_proto")
+    assert mapping == ["default $scheme;", "https https;", "http http;"]
+    assert "X-Forwarded-Proto $arena_forwarded_proto;" in files["nginx/proxy_headers.conf"]
+
+
 def test_nginx_worker_connections_sized_for_streams() -> None:
     """worker_connections covers twice the stream capacity; rlimit covers it again."""
     spec = DeploymentSpec(stream_replicas=20, max_conns=500)

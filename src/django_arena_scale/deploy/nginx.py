@@ -65,7 +65,7 @@ def nginx_files(spec: DeploymentSpec) -> dict[str, str]:
     d = spec.nginx_dir
     return {
         f"{d}nginx.conf": _main(spec),
-        f"{d}{PROXY_HEADERS}": _proxy_headers(),
+        f"{d}{PROXY_HEADERS}": _proxy_headers(spec),
         f"{d}{MIME_TYPES}": _mime(),
         spec.nginx_servers_include(spec.api_upstream): _servers(spec, spec.api_members),
         spec.nginx_servers_include(spec.stream_upstream): _servers(spec, spec.stream_members),
@@ -157,6 +157,10 @@ def _main(spec: DeploymentSpec) -> str:
         c("", "# The client address is taken from X-Forwarded-For only behind these proxies.")
         c(*(f"set_real_ip_from {cidr};" for cidr in spec.trusted_proxies))
         c("real_ip_header X-Forwarded-For;", "real_ip_recursive on;")
+        c("# Behind a TLS-terminating proxy the scheme it saw is the one Django must see.")
+        c.open("map $http_x_forwarded_proto $arena_forwarded_proto")
+        c("default $scheme;", "https https;", "http http;")
+        c.close()
     c("", "# A well-formed client X-Request-ID is kept; anything else gets nginx's own id.")
     c.open("map $http_x_request_id $arena_request_id")
     c("default $request_id;", f'"~{REQUEST_ID_PATTERN}" $http_x_request_id;')
@@ -319,7 +323,8 @@ def _status_server(c: _Conf, spec: DeploymentSpec) -> None:
     c.close()
 
 
-def _proxy_headers() -> str:
+def _proxy_headers(spec: DeploymentSpec) -> str:
+    proto = "$arena_forwarded_proto" if spec.trusted_proxies else "$scheme"
     return HEADER + "\n".join(
         [
             "# Included by every proxied location (a location's own proxy_set_header would",
@@ -327,7 +332,7 @@ def _proxy_headers() -> str:
             "proxy_set_header Host $host;",
             "proxy_set_header X-Real-IP $remote_addr;",
             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-            "proxy_set_header X-Forwarded-Proto $scheme;",
+            f"proxy_set_header X-Forwarded-Proto {proto};",
             "proxy_set_header X-Request-ID $arena_request_id;",
             "",
         ]
