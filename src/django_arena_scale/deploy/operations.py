@@ -261,7 +261,13 @@ def _commands(spec: DeploymentSpec) -> list[str]:
         ("`build`", f"build `{spec.image}` from the project root (the directory above this one)"),
         ("`migrate`, `collectstatic`", f"one-off `{spec.manage_service}` container"),
     ]
-    return _table(("`./" + SCRIPT + "` command", "What it does"), rows)
+    return [
+        *_table(("`./" + SCRIPT + "` command", "What it does"), rows),
+        "Environment: `ARENA_SKIP_BUILD=1` pulls the image instead of building it; "
+        f"`ARENA_READY_TIMEOUT=SECONDS` (default {v['READY_TIMEOUT_DEFAULT']}) bounds the wait "
+        "for a replica; `ARENA_BUILD_CONTEXT` and `ARENA_DEPLOY_DIR` move the build context.",
+        "",
+    ]
 
 
 def _drain(spec: DeploymentSpec) -> list[str]:
@@ -386,6 +392,11 @@ def _failures(spec: DeploymentSpec) -> list[str]:
             "rolling-restart stops at a replica",
             f"it was not ready within {v['READY_TIMEOUT_DEFAULT']}s and stays marked down; "
             f"fix it, then `./{SCRIPT} rolling-restart` again (or `./{SCRIPT} start`)",
+        ),
+        (
+            "`manage.py drain on failed` during a restart",
+            "the replica has no `ARENA_SCALE_DRAIN_FILE` in its environment: its streams end at "
+            "SIGTERM instead of with a reconnect hint",
         ),
         (
             "`nginx -s reload` fails: host not found in upstream",

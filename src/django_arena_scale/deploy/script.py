@@ -191,7 +191,8 @@ drain_replica() {
     set_upstream_state "$1" down
     reload_nginx
     compose exec -T "$1" python manage.py drain on ||
-        warn "$1: manage.py drain on failed; open streams will be cut at SIGTERM instead."
+        warn "$1: manage.py drain on failed (is ARENA_SCALE_DRAIN_FILE set in its" \
+            "environment?); open streams end at SIGTERM instead."
     sleep "$DRAIN_DELAY"
 }
 
