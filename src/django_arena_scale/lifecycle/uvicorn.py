@@ -16,6 +16,7 @@ else the deprecated ``uvicorn.workers`` module.
 
 from __future__ import annotations
 
+import signal
 import warnings
 from types import FrameType
 from typing import Any
@@ -86,9 +87,19 @@ class UvicornWorker(_BaseWorker):  # type: ignore[misc]
         self.config.app = self.wsgi
         server = DrainingServer(config=self.config)
         self._install_sigquit_handler()
+        # uvicorn re-raises the exit signal once it has shut down, with the handler it found;
+        # the stock worker leaves SIG_DFL there, which kills the process before gunicorn's
+        # worker_exit hook (and so the @on_shutdown hooks) can run.  Found handlers that only
+        # mark the worker as leaving let run() return normally instead.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._leaving)
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+
+    def _leaving(self, sig: int, frame: FrameType | None) -> None:
+        self.alive = False
 
 
 class UvicornH11Worker(UvicornWorker):
