@@ -97,7 +97,6 @@ class UvicornWorker(_BaseWorker):  # type: ignore[misc]
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
-
     def _leaving(self, sig: int, frame: FrameType | None) -> None:
         self.alive = False
 
