@@ -2,6 +2,15 @@
 
 Every DeploymentSpec field is an option named after it (``--stream-read-timeout 600``), so the
 two cannot drift.  CLI options override ``ARENA_SCALE_DEPLOY``, which overrides the defaults.
+
+    manage.py generate_lb_config --replicas 10 --server-name arena.example.com
+    manage.py generate_lb_config --target local --output .stack --local-port 8080
+    manage.py generate_lb_config --check            # exit 1 listing stale files, write nothing
+    manage.py generate_lb_config --dry-run -v 2     # print what would be written
+    manage.py generate_lb_config --replicas 20 --force   # overwrite files that differ
+
+Sequence fields take comma-separated values (``--trusted-proxies 10.0.0.0/8,192.168.0.0/16``);
+boolean fields are flags (``--sticky`` / ``--no-sticky``).
 """
 
 from __future__ import annotations
