@@ -258,7 +258,7 @@ def test_sdk_deadline_bound(server: FakeLLMServer, client: openai.OpenAI) -> Non
         with pytest.raises(DeadlineExceeded):
             complete()
         elapsed = time.monotonic() - started
-    assert elapsed < 0.6 + 0.3
+    assert elapsed < 0.6 + 0.5  # generous: the machine may be loaded
 
 
 async def test_sdk_async_stream_retry(server: FakeLLMServer, aclient: openai.AsyncOpenAI) -> None:

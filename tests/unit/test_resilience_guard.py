@@ -420,7 +420,7 @@ async def test_guard_async_deadline_bound() -> None:
             await hang()
         elapsed = time.monotonic() - started
     assert isinstance(info.value.__cause__, AttemptTimeout)
-    assert elapsed < 0.3 + 0.25
+    assert elapsed < 0.3 + 0.4  # generous: the machine may be loaded
 
 
 async def test_guard_cancellation_neutral() -> None:
