@@ -375,9 +375,21 @@ def test_h_redis_outage_and_recovery(healthy: Stack) -> None:
             live_ms.append((time.monotonic() - t0) * 1000)
             live[status] += 1
         time.sleep(0.05)
+    # LLM calls still go through local breakers: failures open web-1's breaker without Redis.
+    llm_ms: list[float] = []
+    llm_statuses: Counter[int] = Counter()
+    for _ in range(8):
+        t0 = time.monotonic()
+        status, _, _ = request(
+            ports["web-1"], "GET", "/messages/stream/?tokens=3&delay=0",
+            headers={"X-Arena-Simulate": "fail=503"},
+        )  # fmt: skip
+        llm_ms.append((time.monotonic() - t0) * 1000)
+        llm_statuses[status] += 1
     status_body = get_json(
         ports["web-1"], "/status/", headers={"Authorization": f"Bearer {STATUS_TOKEN}"}
     )[1]
+    breakers = (status_body or {}).get("breakers", {})
     for name in redis_names:
         healthy.act("start-redis", name)
     up = _poll_all(ports, "/ready/", 200, timeout=15)
@@ -391,7 +403,9 @@ def test_h_redis_outage_and_recovery(healthy: Stack) -> None:
         f"reasons={reasons}; /live/ sent={sum(live.values())} statuses={dict(live)} "
         f"p50={percentile(live_ms, 50):.1f}ms p99={percentile(live_ms, 99):.1f}ms; "
         f"recovered (ready 200) after {json.dumps({k: round(v, 3) for k, v in up.items()})}s; "
-        f"status keys={sorted(status_body or {})}"
+        f"LLM calls sent=8 statuses={dict(llm_statuses)} p50={percentile(llm_ms, 50):.0f}ms "
+        f"p99={percentile(llm_ms, 99):.0f}ms breakers="
+        f"{ {k: v.get('state') for k, v in breakers.items()} }"
     )
     assert sorted(down) == sorted(ports)
     assert max(down.values()) < 1.0
@@ -399,6 +413,9 @@ def test_h_redis_outage_and_recovery(healthy: Stack) -> None:
         body and body.get("status") == "fail" and body.get("checks") for body in reasons.values()
     )
     assert live == Counter({200: 10 * len(ports)})
+    assert breakers["simulator"]["state"] == "open"
+    assert breakers["simulator"]["status"] == "warn"
+    assert set(llm_statuses) <= {502, 503, 504}
     assert sorted(up) == sorted(ports)
     assert users == dict.fromkeys(ports, "demo")
     assert healthy.replica_pids() == pids
