@@ -698,16 +698,20 @@ class DeploymentSpec:
 
     @cached_property
     def nginx_worker_connections(self) -> int:
-        """Per nginx worker: every admitted client and upstream connection, rounded up.
+        """Per nginx worker: every open stream and in-flight API request, both ends, rounded up.
 
-        Sized as if one worker held every connection (accept is not balanced), two file
-        descriptors per proxied request, plus keepalive pools and headroom.
+        Streams are long-lived, so all of the stream capacity (``max_conns`` x streaming
+        replicas) may be open at once; API requests are bounded by the API pool's threads.
+        Sized as if one worker held them all (accept is not balanced across workers), two
+        file descriptors per proxied request, plus the keepalive pools and 1024 of headroom
+        for idle client keep-alive connections.  Not ``max_conns`` x every replica: each
+        connection slot costs memory in every worker, whether used or not.
         """
-        api = len(self.api_members) * self.max_conns
         stream = len(self.stream_members) * self.max_conns
-        if self.topology == "single":
-            stream = 0  # the same replicas: max_conns already bounds them
-        needed = 2 * (api + stream) + 2 * self.keepalive + 512
+        api = (self.replicas + self.backup_replicas) * self.workers
+        if self.app_server == "gunicorn":
+            api *= self.threads
+        needed = 2 * (stream + api) + 2 * self.keepalive + 1024
         return max(1024, math.ceil(needed / 1024) * 1024)
 
     @cached_property
