@@ -23,7 +23,6 @@ readonly READY_PATH=/ready/
 readonly LIVE_PATH=/live/
 readonly HEALTH_PATH=/health/
 readonly PROBE_TIMEOUT=2
-readonly PROBE_INTERVAL=2
 readonly READY_TIMEOUT_DEFAULT=120
 readonly DRAIN_DELAY=10
 readonly STOP_GRACE=45
@@ -70,18 +69,18 @@ except Exception as exc:
     sys.exit(f"{sys.argv[1]}: {exc}")'
 upstream_address() {
     case "$1" in
-    web-1) echo web-1:8000 ;;
-    web-2) echo web-2:8000 ;;
-    web-3) echo web-3:8000 ;;
-    web-4) echo web-4:8000 ;;
-    web-5) echo web-5:8000 ;;
-    web-6) echo web-6:8000 ;;
-    web-7) echo web-7:8000 ;;
-    web-8) echo web-8:8000 ;;
-    web-9) echo web-9:8000 ;;
-    web-10) echo web-10:8000 ;;
-    stream-1) echo stream-1:8000 ;;
-    stream-2) echo stream-2:8000 ;;
+    web-1) printf '%s\n' web-1:8000 ;;
+    web-2) printf '%s\n' web-2:8000 ;;
+    web-3) printf '%s\n' web-3:8000 ;;
+    web-4) printf '%s\n' web-4:8000 ;;
+    web-5) printf '%s\n' web-5:8000 ;;
+    web-6) printf '%s\n' web-6:8000 ;;
+    web-7) printf '%s\n' web-7:8000 ;;
+    web-8) printf '%s\n' web-8:8000 ;;
+    web-9) printf '%s\n' web-9:8000 ;;
+    web-10) printf '%s\n' web-10:8000 ;;
+    stream-1) printf '%s\n' stream-1:8000 ;;
+    stream-2) printf '%s\n' stream-2:8000 ;;
     *) die "unknown app service '$1'" ;;
     esac
 }
@@ -93,6 +92,7 @@ if [[ ! "$READY_TIMEOUT" =~ ^[0-9]+$ ]]; then
     exit 2
 fi
 readonly READY_TIMEOUT
+readonly PROBE_INTERVAL=2 # seconds between readiness probes while waiting
 
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }

@@ -88,7 +88,7 @@ def test_script_upstream_addresses_match_nginx_lines(spec: DeploymentSpec) -> No
     lines = [line.split() for path in includes for line in rendered[path].splitlines()]
     addresses = {words[1] for words in lines if words and words[0] == "server"}
     for service in spec.app_services:
-        case = re.search(rf"^    {re.escape(service)}\) echo (\S+) ;;$", text, re.M)
+        case = re.search(rf"^    {re.escape(service)}\) printf '%s\\n' (\S+) ;;$", text, re.M)
         assert case, service
         assert case.group(1) == spec.address(service)
         assert spec.address(service) in addresses

@@ -55,6 +55,7 @@ if [[ ! "$READY_TIMEOUT" =~ ^[0-9]+$ ]]; then
     exit 2
 fi
 readonly READY_TIMEOUT
+readonly PROBE_INTERVAL=2 # seconds between readiness probes while waiting
 
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -399,11 +400,8 @@ def _q(value: object) -> str:
 
 
 def _array(name: str, values: Iterable[str]) -> str:
-    items = [_q(v) for v in values]
-    if not items:
-        return f"readonly {name}=()"
     lines = [f"readonly {name}=("]
-    lines += [f"    {item}" for item in items]
+    lines += [f"    {_q(v)}" for v in values]
     return "\n".join([*lines, ")"])
 
 
@@ -434,7 +432,6 @@ def script_variables(spec: DeploymentSpec) -> dict[str, str]:
         "LIVE_PATH": probes["live"],
         "HEALTH_PATH": probes["health"],
         "PROBE_TIMEOUT": str(chain.probe),
-        "PROBE_INTERVAL": "2",
         # The kubelet's startup budget; ARENA_READY_TIMEOUT overrides it for slow starts.
         "READY_TIMEOUT_DEFAULT": str(chain.probe_period * chain.startup_failure_threshold),
         "DRAIN_DELAY": str(chain.drain_delay),
@@ -444,7 +441,7 @@ def script_variables(spec: DeploymentSpec) -> dict[str, str]:
 
 def _addresses(spec: DeploymentSpec) -> str:
     lines = ["upstream_address() {", '    case "$1" in']
-    lines += [f"    {_q(s)}) echo {_q(spec.address(s))} ;;" for s in spec.app_services]
+    lines += [f"    {_q(s)}) printf '%s\\n' {_q(spec.address(s))} ;;" for s in spec.app_services]
     lines += [
         "    *) die \"unknown app service '$1'\" ;;",
         "    esac",
