@@ -470,3 +470,19 @@ def test_guard_outcome_from_rule(clock: FakeClock) -> None:
     rules.add_rule(KeyError, Outcome.RETRY)
     script = Script(KeyError("flaky"))
     assert guard(clock, classifier=rules)(script)() == "ok"
+
+
+def test_guard_fallback_exhausted_by_attempts_not_deadline(clock: FakeClock) -> None:
+    """A deadline stop on the primary does not label the fallback's exhaustion a timeout."""
+    script = Script(Status(429, {"retry-after": "50"}), Status(503), Status(503))
+    with pytest.raises(RetriesExhausted) as info:
+        guard(
+            clock,
+            max_attempts=2,
+            deadline=60,
+            min_attempt_time=15,
+            max_retry_after=50,
+            fallbacks=["q"],
+        )(script)()
+    assert not isinstance(info.value, DeadlineExceeded)
+    assert script.targets == ["p", "q", "q"]

@@ -63,7 +63,7 @@ class RetriesExhausted(LLMCallError):
 
 
 class DeadlineExceeded(RetriesExhausted, TimeoutError):
-    """The overall deadline ran out before a result (or first chunk) was produced."""
+    """The deadline ran out, or the next wait plus a minimal attempt would not fit in it."""
 
     def __init__(
         self, provider: str, attempts: int, last_error: BaseException | None, deadline: float
@@ -71,7 +71,7 @@ class DeadlineExceeded(RetriesExhausted, TimeoutError):
         super().__init__(provider, attempts, last_error)
         self.deadline = deadline
         self.args = (
-            f"Call to {provider!r} did not finish within its {deadline:g} s deadline "
+            f"Call to {provider!r} could not complete within its {deadline:g} s deadline "
             f"({attempts} attempt(s)).",
         )
 

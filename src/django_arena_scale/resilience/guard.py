@@ -192,6 +192,7 @@ class _Run:
 
     def new_target(self) -> None:
         self.target_attempts = 0
+        self.deadline_hit = False
         self.waits = {}
 
     def note(self, exc: BaseException, verdict: Verdict) -> None:
