@@ -252,4 +252,5 @@ def test_writer_keeps_an_edited_dockerfile_unless_forced(tmp_path: Path) -> None
     assert (out / "Dockerfile").read_text() == "FROM scratch\n"
     write(True)
     assert (out / "Dockerfile").read_text() == rendered.files["Dockerfile"]
-    assert os.stat(out / "deploy.sh").st_mode & 0o777 == 0o755
+    assert os.stat(out / "deploy.sh").st_mode & 0o100
+    assert not os.stat(out / "Dockerfile").st_mode & 0o111
