@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from django_arena_scale.resilience import (
     FirstChunkTimeout,
@@ -15,6 +17,7 @@ from django_arena_scale.resilience import (
     StreamInterrupted,
     get_breaker,
     llm_call,
+    llm_test_mode,
 )
 from tests.llm_server import FakeClock, isolated_registry
 
@@ -263,3 +266,39 @@ async def test_stream_async_cancel_neutral() -> None:
             await task
         breaker = get_breaker("s")
         assert (breaker.state, breaker.counters.neutral) == ("closed", 1)
+
+
+@given(
+    failures_before_first=st.integers(0, 3),
+    break_at=st.none() | st.integers(1, 6),
+    length=st.integers(1, 6),
+)
+@settings(max_examples=60, deadline=None)
+def test_stream_tokens_never_duplicated_or_missing(
+    failures_before_first: int, break_at: int | None, length: int
+) -> None:
+    """Whatever fails when, the caller gets a prefix of the answer, each token once."""
+    answer = [f"t{i}" for i in range(length)]
+    opened = 0
+
+    @llm_call("prop", max_attempts=4)
+    def stream() -> Iterator[str]:
+        nonlocal opened
+        opened += 1
+        if opened <= failures_before_first:
+            raise Overloaded
+        for index, token in enumerate(answer):
+            if break_at is not None and index == break_at:
+                raise Overloaded
+            yield token
+
+    received: list[str] = []
+    with isolated_registry(), llm_test_mode(attempts=4):
+        try:
+            _drain(stream(), received)
+        except StreamInterrupted:
+            assert break_at is not None
+            assert break_at < length
+    complete = break_at is None or break_at >= length
+    assert received == (answer if complete else answer[:break_at])
+    assert opened == failures_before_first + 1  # never restarted after a chunk
