@@ -249,3 +249,30 @@ def test_breaker_status_lists_guarded_providers_before_first_call() -> None:
 
     llm_call("openai", fallbacks=["azure"])
     assert sorted(breaker_status()) == ["azure", "openai"]
+
+
+def test_breaker_one_probe_among_racing_threads() -> None:
+    """16 threads racing into a half-open breaker: exactly one is admitted as the probe."""
+    import threading
+
+    clock = FakeClock()
+    breaker = _breaker(clock, failure_threshold=1, reset_timeout=1)
+    _fail(breaker)
+    clock.advance(1)
+    admitted = []
+    barrier = threading.Barrier(16, timeout=10)
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            admitted.append(breaker.admit())
+        except ProviderUnavailable:
+            pass
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(admitted) == 1
+    assert breaker.counters.short_circuits == 15
