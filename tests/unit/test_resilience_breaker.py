@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -264,10 +265,8 @@ def test_breaker_one_probe_among_racing_threads() -> None:
 
     def worker() -> None:
         barrier.wait()
-        try:
+        with contextlib.suppress(ProviderUnavailable):
             admitted.append(breaker.admit())
-        except ProviderUnavailable:
-            pass
 
     threads = [threading.Thread(target=worker) for _ in range(16)]
     for thread in threads:
