@@ -37,14 +37,13 @@ class ProbeMiddleware:
     async_capable = True
 
     def __init__(self, get_response: GetResponse) -> None:
-        from django_arena_scale.conf import conf
         from django_arena_scale.lifecycle.warmup import start_warmups
 
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
-        self.prefix = conf.PROBE_PREFIX
+        self.prefix = service.setting_or_default("PROBE_PREFIX")
         self.routes = probe_routes(self.prefix)
         # Django builds the middleware chain once its apps are ready: the moment to warm up.
         try:

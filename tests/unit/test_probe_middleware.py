@@ -527,3 +527,23 @@ def test_probe_responses_do_not_share_state(client: Client) -> None:
         {},
         b'{"status":"pass"}',
     )
+
+
+def test_probe_invalid_prefix_setting_falls_back(client: Client, settings: Any) -> None:
+    """A wrongly typed ARENA_SCALE_PROBE_PREFIX does not break the app (system checks report it)."""
+    settings.ARENA_SCALE_PROBE_PREFIX = 42
+    assert client.get("/live/").status_code == 200
+
+
+def test_live_invalid_heartbeat_setting_stays_live(client: Client, settings: Any) -> None:
+    """A wrongly typed ARENA_SCALE_HEARTBEAT_TIMEOUT never turns /live/ into 503."""
+    settings.ARENA_SCALE_HEARTBEAT_TIMEOUT = "soon"
+    get_lifecycle().heartbeat()
+    assert client.get("/live/").status_code == 200
+
+
+def test_ready_invalid_deadline_setting_is_json_503(client: Client, settings: Any) -> None:
+    """A wrongly typed readiness setting gives a bare JSON 503, never a traceback."""
+    settings.ARENA_SCALE_READY_DEADLINE = "fast"
+    response = client.get("/ready/")
+    assert (response.status_code, response.content) == (503, b'{"status":"fail"}')

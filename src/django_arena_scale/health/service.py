@@ -136,11 +136,24 @@ def _current_state() -> State:
 
 
 # --- /live/ and /health/ --------------------------------------------------------------------
+def setting_or_default(name: str) -> Any:
+    """``conf.<name>``, or the registry default when the setting has a wrong type.
+
+    ``manage.py check`` reports the wrong value; a probe must not fail because of it (a
+    failing ``/live/`` would make the orchestrator restart the process in a loop).
+    """
+    from django_arena_scale.conf import SETTINGS, conf
+
+    try:
+        return getattr(conf, name)
+    except Exception:
+        logger.warning("ARENA_SCALE_%s is invalid; using its default.", name, exc_info=True)
+        return SETTINGS[name].default
+
+
 def live(request: HttpRequest) -> HttpResponse:
     """No I/O: fails only when the process marked itself broken or its heartbeat is stale."""
-    from django_arena_scale.conf import conf
-
-    if get_lifecycle().is_live(conf.HEARTBEAT_TIMEOUT):
+    if get_lifecycle().is_live(setting_or_default("HEARTBEAT_TIMEOUT")):
         return _response(200, _PASS, request)
     return _response(503, _FAIL, request)
 
