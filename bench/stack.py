@@ -1,0 +1,366 @@
+"""Stack benchmarks (issue 5, Performance): run ``/work/venv/bin/python bench/stack.py [which]``.
+
+Each benchmark starts its own ``LocalStack`` (real redis-server, gunicorn replicas of the
+example project, nginx on 127.0.0.1) in a temp dir and stops it afterwards:
+
+- ``ratio``: requests/s of ``/api/ping/`` through nginx vs directly to the one replica behind
+  it (same workers: the same replica); ``wrk``, rounds alternate the order; prints the ratio.
+- ``streams``: concurrent SSE streams held by one ASGI replica (1 uvicorn worker) behind
+  nginx; prints how many were held and the replica's RSS growth per stream (KiB).
+- ``storm``: reconnect storm: new SSE streams accepted per second by one ASGI worker through
+  the example's middleware (``wrk`` on a one-token stream, directly and through nginx).
+- ``live``: ``/live/`` p99 on a replica while every worker thread is busy on slow streams:
+  a gthread replica (1 worker x 4 threads, WSGI streams hold threads) and a uvicorn replica
+  (1 worker, 400 async streams).
+- ``locust``: the load plan of bench/locustfile.py (baseline, ramp-up, sustained,
+  streaming-focused), headless, per-endpoint req/s, p50/p95/p99 and error rate.
+
+Figures from one run on this machine are in docs/benchmarks/stack.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
+
+from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
+from django_arena_scale.stack.runner import (  # noqa: E402
+    LocalStack,
+    StackOptions,
+    free_port_range,
+    http_get,
+)
+
+UNLIMITED = {
+    "rate_general": 100_000,
+    "burst_general": 100_000,
+    "rate_stream": 100_000,
+    "burst_stream": 100_000,
+    "rate_auth": 100_000,
+    "conn_per_ip": 65_535,
+}
+
+
+@contextlib.contextmanager
+def running_stack(**spec: Any) -> Iterator[LocalStack]:
+    base = free_port_range(12, start=24000)
+    fields: dict[str, Any] = {
+        "target": "local",
+        "settings_module": "arena_project.settings",
+        "wsgi_app": "arena_project.wsgi:application",
+        "asgi_app": "arena_project.asgi:application",
+        "redis_roles": "shared",
+        "max_requests": 0,
+        "local_port": base,
+        "status_port": base + 1,
+        "local_redis_port": base + 2,
+        "local_base_port": base + 3,
+        **UNLIMITED,
+    }
+    fields.update(spec)
+    state_dir = tempfile.mkdtemp(prefix="arena-bench-stack-")
+    stack = LocalStack(
+        DeploymentSpec(**fields),
+        state_dir,
+        StackOptions(cwd=str(ROOT / "example_project"), env={"LOG_LEVEL": "ERROR"}),
+        out=lambda line: None,
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop(quiet=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def wrk(url: str, duration: int = 5, connections: int = 32, threads: int = 1) -> float:
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
+    ).stdout
+    if "Non-2xx or 3xx responses" in out:
+        raise SystemExit(f"non-2xx answers from {url}:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise SystemExit(f"cannot parse wrk output:\n{out}")
+    return float(match.group(1))
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory (KiB) of ``pid`` and all its descendants."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return total // 1024
+
+
+# --- ratio ------------------------------------------------------------------------------------
+def bench_ratio(rounds: int) -> None:
+    with running_stack(replicas=1, topology="single", workers=2, threads=4) as stack:
+        replica = stack.replicas["web-1"]
+        direct_url = f"http://127.0.0.1:{replica.port}/api/ping/"
+        nginx_url = f"{stack.url}api/ping/"
+        wrk(direct_url, 2)
+        wrk(nginx_url, 2)
+        direct, via = [], []
+        for i in range(rounds):
+            order = [(direct, direct_url), (via, nginx_url)]
+            for sink, url in order if i % 2 == 0 else reversed(order):
+                sink.append(wrk(url))
+    d, n = statistics.median(direct), statistics.median(via)
+    print(
+        f"ratio: /api/ping/ (1 replica, gthread 2 workers x 4 threads, wrk -c32, {rounds} "
+        f"rounds): direct {d:.0f} req/s, through nginx {n:.0f} req/s, nginx/direct = {n / d:.2f}"
+    )
+
+
+# --- held streams -------------------------------------------------------------------------------
+async def _open_streams(port: int, count: int, concurrency: int = 200) -> list[Any]:
+    request = (
+        b"GET /messages/stream/?tokens=10000&delay=10 HTTP/1.1\r\nHost: localhost\r\n"
+        b"Accept: text/event-stream\r\n\r\n"
+    )
+    gate = asyncio.Semaphore(concurrency)
+    held: list[Any] = []
+
+    async def one() -> None:
+        async with gate:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                await writer.drain()
+                status = await asyncio.wait_for(reader.readline(), 60)
+                if b" 200 " not in status:
+                    writer.close()
+                    return
+                # Wait for the first event: the stream is established end to end.
+                while (await asyncio.wait_for(reader.readline(), 60)).strip() != b"":
+                    pass
+                await asyncio.wait_for(reader.readuntil(b"\n\n"), 60)
+                held.append(writer)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                return
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return held
+
+
+def bench_streams(count: int) -> None:
+    spec = {
+        "replicas": 1,
+        "topology": "single",
+        "app_server": "uvicorn",
+        "workers": 1,
+        "max_conns": count + 100,
+        "stream_read_timeout": 600,
+    }
+    with running_stack(**spec) as stack:
+        replica = stack.replicas["web-1"]
+        assert replica.process.pid is not None
+
+        async def run() -> tuple[int, int, int, float]:
+            # Warm the replica (first requests import views, open Redis pools).
+            warm = await _open_streams(stack.spec.local_port, 50)
+            for writer in warm:
+                writer.close()
+            await asyncio.sleep(1.0)
+            before = rss_kib(replica.process.pid)  # type: ignore[arg-type]
+            started = time.monotonic()
+            held = await _open_streams(stack.spec.local_port, count)
+            took = time.monotonic() - started
+            await asyncio.sleep(2.0)
+            after = rss_kib(replica.process.pid)  # type: ignore[arg-type]
+            for writer in held:
+                writer.close()
+            return len(held), before, after, took
+
+        held, before, after, took = asyncio.run(run())
+    per = (after - before) / max(held, 1)
+    print(
+        f"streams: one ASGI replica (1 uvicorn worker) behind nginx held {held}/{count} SSE "
+        f"streams (opened in {took:.1f}s); replica RSS {before / 1024:.0f} -> "
+        f"{after / 1024:.0f} MiB = {per:.1f} KiB per stream"
+    )
+
+
+# --- reconnect storm ----------------------------------------------------------------------------
+def bench_storm(duration: int) -> None:
+    spec = {"replicas": 1, "topology": "single", "app_server": "uvicorn", "workers": 1}
+    with running_stack(**spec) as stack:
+        replica = stack.replicas["web-1"]
+        path = "messages/stream/?tokens=1&delay=0"
+        direct_url = f"http://127.0.0.1:{replica.port}/{path}"
+        wrk(direct_url, 2, 64)
+        direct = wrk(direct_url, duration, 64)
+        via = wrk(f"{stack.url}{path}", duration, 64)
+        ping = wrk(f"http://127.0.0.1:{replica.port}/api/ping/", duration, 64)
+    print(
+        f"storm: one uvicorn worker, example middleware, one-token SSE streams (wrk -c64 "
+        f"{duration}s): {direct:.0f} new streams/s direct, {via:.0f}/s through nginx "
+        f"(same worker: /api/ping/ {ping:.0f} req/s)"
+    )
+
+
+# --- /live/ under slow streams ------------------------------------------------------------------
+def _live_p99(port: int, samples: int = 200) -> tuple[float, float, int]:
+    times, failed = [], 0
+    for _ in range(samples):
+        t0 = time.monotonic()
+        try:
+            status, _ = http_get(port, "/live/", timeout=5)
+            if status != 200:
+                failed += 1
+        except OSError:
+            failed += 1
+        times.append((time.monotonic() - t0) * 1000)
+        time.sleep(0.005)
+    times.sort()
+    return times[len(times) // 2], times[int(len(times) * 0.99) - 1], failed
+
+
+def bench_live() -> None:
+    spec = {
+        "replicas": 1,
+        "topology": "split",
+        "workers": 1,
+        "threads": 4,
+        "stream_replicas": 1,
+        "stream_workers": 1,
+    }
+    with running_stack(**spec) as stack:
+        web, stream = stack.replicas["web-1"], stack.replicas["stream-1"]
+
+        async def hold(port: int, count: int) -> list[Any]:
+            return await _open_streams(port, count, concurrency=count)
+
+        async def run() -> dict[str, Any]:
+            results: dict[str, Any] = {}
+            idle_web = _live_p99(web.port, 100)
+            held = await hold(web.port, 4)
+            busy_web = await asyncio.to_thread(_live_p99, web.port, 20)
+            for writer in held:
+                writer.close()
+            idle_stream = _live_p99(stream.port, 100)
+            held = await hold(stream.port, 400)
+            busy_stream = await asyncio.to_thread(_live_p99, stream.port, 200)
+            results["gthread"] = (idle_web, busy_web)
+            results["uvicorn"] = (idle_stream, busy_stream, len(held))
+            for writer in held:
+                writer.close()
+            return results
+
+        results = asyncio.run(run())
+    (gi, gb) = results["gthread"]
+    (ui, ub, n) = results["uvicorn"]
+    print(
+        f"live: gthread replica (1 worker x 4 threads) idle p99 {gi[1]:.1f} ms; with 4 slow "
+        f"WSGI streams holding every thread: p50 {gb[0]:.0f} ms p99 {gb[1]:.0f} ms, "
+        f"{gb[2]}/20 failed (5 s timeout)"
+    )
+    print(
+        f"live: uvicorn replica (1 worker) idle p99 {ui[1]:.1f} ms; with {n} slow SSE "
+        f"streams open: p50 {ub[0]:.1f} ms p99 {ub[1]:.1f} ms, {ub[2]}/200 failed"
+    )
+
+
+# --- locust -------------------------------------------------------------------------------------
+SCENARIOS = ("baseline", "rampup", "sustained", "streaming")
+
+
+def bench_locust(scenarios: list[str]) -> None:
+    locust = shutil.which("locust") or str(Path(sys.executable).with_name("locust"))
+    spec = {
+        "replicas": 2,
+        "topology": "split",
+        "workers": 1,
+        "threads": 8,
+        "stream_replicas": 1,
+        "stream_workers": 1,
+    }
+    with running_stack(**spec) as stack, tempfile.TemporaryDirectory() as out:
+        for scenario in scenarios:
+            prefix = Path(out) / scenario
+            env = dict(os.environ, ARENA_SCENARIO=scenario)
+            subprocess.run(
+                [
+                    locust, "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
+                    "--host", stack.url.rstrip("/"), "--csv", str(prefix),
+                    "--only-summary", "--loglevel", "WARNING",
+                ],
+                env=env, capture_output=True, text=True, check=False, timeout=600,
+            )  # fmt: skip
+            print_locust(scenario, Path(f"{prefix}_stats.csv"))
+
+
+def print_locust(scenario: str, path: Path) -> None:
+    if not path.exists():
+        print(f"locust {scenario}: no stats written")
+        return
+    print(f"locust {scenario}:")
+    print(
+        f"  {'endpoint':34} {'reqs':>6} {'req/s':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'err%':>6}"
+    )
+    with path.open() as handle:
+        for row in csv.DictReader(handle):
+            reqs = int(row["Request Count"])
+            errors = int(row["Failure Count"])
+            name = f"{row['Type']} {row['Name']}".strip()
+            print(
+                f"  {name[:34]:34} {reqs:>6} {float(row['Requests/s']):>7.1f} "
+                f"{row['50%']:>6} {row['95%']:>6} {row['99%']:>6} "
+                f"{100 * errors / max(reqs, 1):>5.1f}%"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("which", nargs="*", default=["ratio", "streams", "storm", "live", "locust"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=10_000)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, shared; python {sys.version.split()[0]}")
+    for which in args.which:
+        if which == "ratio":
+            bench_ratio(args.rounds)
+        elif which == "streams":
+            bench_streams(args.streams)
+        elif which == "storm":
+            bench_storm(args.duration)
+        elif which == "live":
+            bench_live()
+        elif which == "locust":
+            bench_locust(args.scenarios.split(","))
+        else:
+            raise SystemExit(
+                f"unknown benchmark {which!r}; expected ratio, streams, storm, live, locust."
+            )
+
+
+if __name__ == "__main__":
+    main()
