@@ -26,14 +26,17 @@ from django_arena_scale.deploy import server
 from django_arena_scale.deploy.spec import MAX_REPLICAS, DeploymentSpec
 
 __all__ = [
+    "APP_UID",
     "DRAIN_FILE",
     "config_map_env",
     "dump_yaml",
     "host_header",
     "pools",
+    "prestop_command",
     "render",
     "secret_name",
     "server_config_name",
+    "termination_grace_seconds",
 ]
 
 #: Where the preStop hook writes the drain file: an in-memory emptyDir (the root file system is
@@ -174,14 +177,12 @@ def host_header(spec: DeploymentSpec) -> str:
 
 
 def pools(spec: DeploymentSpec) -> list[dict[str, Any]]:
-    """One entry per Deployment: name, component, server, replicas, workers, HPA maximum."""
-    result = [
+    """One entry per Deployment: name, component, minimum and maximum replicas, and the compose
+    service whose command and server config the pool's pods share."""
+    result: list[dict[str, Any]] = [
         {
             "component": "web",
-            "server": spec.app_server,
             "replicas": spec.replicas,
-            "workers": spec.workers,
-            "threads": spec.threads if spec.app_server == "gunicorn" else 1,
             "hpa_max": spec.hpa_max,
             "service": spec.web_names[0],
         }
@@ -190,10 +191,7 @@ def pools(spec: DeploymentSpec) -> list[dict[str, Any]]:
         result.append(
             {
                 "component": "stream",
-                "server": "uvicorn",
                 "replicas": spec.stream_replicas,
-                "workers": spec.stream_workers,
-                "threads": 1,
                 "hpa_max": min(MAX_REPLICAS, 2 * spec.stream_replicas),
                 "service": spec.stream_names[0],
             }
