@@ -273,3 +273,23 @@ def test_ready_redis_outage_and_recovery_under_gunicorn(
     assert max(outage[1]) < DEADLINE + SLACK
     assert outage[2:] == ((200, {"status": "pass"}), (200, {"status": "pass"}))
     assert app.worker_pid() == pid
+
+
+def test_probe_under_gunicorn_bare_ip_host(app: Gunicorn) -> None:
+    """Through the real server and the example's full stack, a bare-IP Host still gets 200."""
+    assert app.get("/ready/", Host="10.9.8.7")[:2] == (200, {"status": "pass"})
+
+
+def test_probe_under_gunicorn_head_has_no_body(app: Gunicorn) -> None:
+    """A HEAD probe through the real server has an empty body and no cookie."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    try:
+        conn.request("HEAD", "/health/")
+        response = conn.getresponse()
+        body = response.read()
+        cookie = response.getheader("Set-Cookie")
+    finally:
+        conn.close()
+    assert (response.status, body, cookie) == (200, b"", None)
