@@ -308,6 +308,20 @@ def specs(draw: st.DrawFn) -> DeploymentSpec:
         "app_graceful_timeout": draw(st.integers(1, graceful - 1)),
         "stream_read_timeout": draw(st.integers(60, 3600)),
         "pgbouncer": draw(st.booleans()),
+        "probe_prefix": draw(st.sampled_from(["/", "/-/", "/_probes/v1/"])),
+        "stream_paths": tuple(
+            draw(
+                st.lists(
+                    st.sampled_from(["/messages/stream/", "/api/chat/stream/", "/sse/"]),
+                    min_size=1,
+                    unique=True,
+                )
+            )
+        ),
+        "auth_paths": tuple(
+            draw(st.lists(st.sampled_from(["/auth/", "/accounts/", "/api/token/"]), unique=True))
+        ),
+        "nginx_profile": "oss-1.22",
         "redis_roles": draw(st.sampled_from(["split", "shared"])),
         "trusted_proxies": tuple(
             draw(
