@@ -8,6 +8,7 @@ silently by the API server.  The newest Kubernetes release the validator ships i
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.integration.test_generated_configs import materialize, specs
 pytestmark = pytest.mark.integration
 
 OLDEST_VERSION = "1.30.0"
+SECRET_LOOKING = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|_KEY$|CREDENTIAL|DSN|_URL$", re.I)
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "single-uvicorn": {"topology": "single", "app_server": "uvicorn"},
@@ -166,3 +168,8 @@ def test_k8s_manifests_valid_for_generated_specs(
             pod = doc["spec"]["template"]["spec"]
             grace = pod["terminationGracePeriodSeconds"]
             assert grace >= spec.chain.drain_delay + spec.chain.server_graceful
+            container = pod["containers"][0]
+            assert container["readinessProbe"]["httpGet"]["path"] == spec.probe_paths["ready"]
+            assert container["ports"][0]["containerPort"] == spec.app_port
+        elif doc["kind"] == "ConfigMap":
+            assert not [k for k in doc["data"] if SECRET_LOOKING.search(k)]
