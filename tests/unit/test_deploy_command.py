@@ -129,6 +129,28 @@ def test_command_cli_overrides_setting(tmp_path: Path) -> None:
     assert "concurrent requests: 12 (2 replicas x 3 workers x 2 threads)" in out
 
 
+@override_settings(WSGI_APPLICATION="shop.wsgi.application")
+def test_command_warns_when_wsgi_app_differs_from_project(tmp_path: Path) -> None:
+    """A spec pointing at another WSGI module than the project's is flagged on stderr."""
+    err = io.StringIO()
+    call_command(
+        "generate_lb_config", "--output", str(tmp_path / "d"), stdout=io.StringIO(), stderr=err
+    )
+    assert (
+        "wsgi_app is 'config.wsgi:application' but this project's WSGI_APPLICATION"
+        in err.getvalue()
+    )
+
+
+@override_settings(WSGI_APPLICATION="shop.wsgi.application")
+def test_command_no_warning_when_wsgi_app_matches(tmp_path: Path) -> None:
+    """No warning once the spec names the project's WSGI application."""
+    err = io.StringIO()
+    args = ["--output", str(tmp_path / "d"), "--wsgi-app", "shop.wsgi:application"]
+    call_command("generate_lb_config", *args, stdout=io.StringIO(), stderr=err)
+    assert "wsgi_app" not in err.getvalue()
+
+
 def test_command_has_an_option_per_spec_field() -> None:
     """Every DeploymentSpec field is an option named after it."""
     parser = Command().create_parser("manage.py", "generate_lb_config")

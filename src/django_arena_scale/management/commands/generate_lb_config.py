@@ -34,6 +34,25 @@ from django_arena_scale.deploy.writer import WriteError, check_output, plan, wri
 _COMMAND_OPTIONS = ("output", "check", "dry_run", "force")
 
 
+def _project_mismatches(spec: DeploymentSpec) -> list[str]:
+    """Warn when the spec's app paths differ from this project's own settings."""
+    from django.conf import settings
+
+    found = []
+    for field, setting in (("wsgi_app", "WSGI_APPLICATION"), ("asgi_app", "ASGI_APPLICATION")):
+        dotted = getattr(settings, setting, None)
+        if isinstance(dotted, str) and "." in dotted:
+            module, _, attr = dotted.rpartition(".")
+            ours = f"{module}:{attr}"
+            if getattr(spec, field) != ours:
+                found.append(
+                    f"Warning: {field} is {getattr(spec, field)!r} but this project's {setting} "
+                    f"is {dotted!r}; set ARENA_SCALE_DEPLOY = {{{field!r}: {ours!r}, ...}} "
+                    f"or pass --{field.replace('_', '-')} {ours}."
+                )
+    return found
+
+
 def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -104,6 +123,8 @@ class Command(BaseCommand):
             spec = DeploymentSpec.from_sources(cli, conf.DEPLOY)
         except SpecError as exc:
             raise CommandError(str(exc)) from exc
+        for warning in _project_mismatches(spec):
+            self.stderr.write(self.style.WARNING(warning))
         rendered = render_all(spec)
         output = Path(options["output"])
         try:
