@@ -24,10 +24,12 @@ def fresh_redis() -> Iterator[RedisServer]:
 @pytest.fixture(autouse=True)
 def _reset_probe_state() -> Iterator[None]:
     """Every test starts with a fresh process lifecycle and an empty check-runner cache."""
+    from django_arena_scale.health import fastconf
     from django_arena_scale.health.builtin import close_clients
     from django_arena_scale.health.service import reset_runner
     from django_arena_scale.lifecycle.state import reset_lifecycle
 
+    fastconf.clear()
     reset_lifecycle()
     reset_runner()
     yield

@@ -210,9 +210,10 @@ def settings_drain_file() -> str | None:
         return None
     if not settings.configured:
         return None
-    from django_arena_scale.conf import conf
+    from django_arena_scale.health import fastconf
 
-    return conf.DRAIN_FILE
+    value: str | None = fastconf.get("DRAIN_FILE")
+    return value
 
 
 _lifecycle: Lifecycle | None = None
