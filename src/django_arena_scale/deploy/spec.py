@@ -621,6 +621,8 @@ class DeploymentSpec:
     def app_environment(self) -> dict[str, str]:
         """Non-secret environment of every app service (secrets come from ``env_file``)."""
         return {
+            # deploy.sh's rolling restart runs `manage.py drain on`, which writes this file.
+            "ARENA_SCALE_DRAIN_FILE": "/tmp/arena-scale-drain",
             "ARENA_SCALE_REPLICAS": str(self.replicas),
             "CHANNEL_REDIS_URL": self.redis_url("sessions", 1),
             "DJANGO_SETTINGS_MODULE": self.settings_module,
