@@ -139,11 +139,15 @@ def bench_ratio(rounds: int) -> None:
 
 
 # --- held streams -------------------------------------------------------------------------------
-async def _open_streams(port: int, count: int, concurrency: int = 200) -> list[Any]:
+async def _open_streams(
+    port: int,
+    count: int,
+    concurrency: int = 200,
+    path: str = "/messages/stream/?tokens=10000&delay=10",
+) -> list[Any]:
     request = (
-        b"GET /messages/stream/?tokens=10000&delay=10 HTTP/1.1\r\nHost: localhost\r\n"
-        b"Accept: text/event-stream\r\n\r\n"
-    )
+        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
     gate = asyncio.Semaphore(concurrency)
     held: list[Any] = []
 
@@ -200,14 +204,84 @@ def bench_streams(count: int) -> None:
 
         held, before, after, took = asyncio.run(run())
     per = (after - before) / max(held, 1)
+
+    async def baseline(port: int, pid: int) -> tuple[int, float]:
+        warm = await _open_streams(port, 50, path="/hold")
+        for writer in warm:
+            writer.close()
+        await asyncio.sleep(1.0)
+        start = rss_kib(pid)
+        streams = await _open_streams(port, held, path="/hold")
+        await asyncio.sleep(2.0)
+        grown = rss_kib(pid) - start
+        for writer in streams:
+            writer.close()
+        return len(streams), grown / max(len(streams), 1)
+
+    with bare_server() as (port, pid):
+        bare_held, bare_per = asyncio.run(baseline(port, pid))
     print(
         f"streams: one ASGI replica (1 uvicorn worker) behind nginx held {held}/{count} SSE "
         f"streams (opened in {took:.1f}s); replica RSS {before / 1024:.0f} -> "
-        f"{after / 1024:.0f} MiB = {per:.1f} KiB per stream"
+        f"{after / 1024:.0f} MiB = {per:.1f} KiB per stream; baseline in the same run: a bare "
+        f"ASGI app on the same worker class held {bare_held} at {bare_per:.1f} KiB per stream "
+        f"-> example/bare = {per / bare_per:.2f}"
     )
 
 
 # --- reconnect storm ----------------------------------------------------------------------------
+async def bare_sse_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Baseline: a bare ASGI SSE endpoint (no Django) sending one token and ``done``."""
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+        }
+    )
+    await send(
+        {"type": "http.response.body", "body": b"event: token\ndata: {}\n\n", "more_body": True}
+    )
+    if scope["path"].startswith("/hold"):
+        # Hold the stream open until the client leaves (the memory baseline).
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        return
+    await send({"type": "http.response.body", "body": b"event: done\ndata: {}\n\n"})
+
+
+@contextlib.contextmanager
+def bare_server() -> Iterator[tuple[int, int]]:
+    port = free_port_range(1, start=25500)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "--worker-class", "django_arena_scale.lifecycle.uvicorn.UvicornWorker",
+            "--log-level", "warning", "bench.stack:bare_sse_app",
+        ],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if http_get(port, "/")[0] == 200:
+                    break
+            time.sleep(0.1)
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=5)
+
+
 def bench_storm(duration: int) -> None:
     spec = {"replicas": 1, "topology": "single", "app_server": "uvicorn", "workers": 1}
     with running_stack(**spec) as stack:
@@ -218,10 +292,14 @@ def bench_storm(duration: int) -> None:
         direct = wrk(direct_url, duration, 64)
         via = wrk(f"{stack.url}{path}", duration, 64)
         ping = wrk(f"http://127.0.0.1:{replica.port}/api/ping/", duration, 64)
+    with bare_server() as (port, _):
+        wrk(f"http://127.0.0.1:{port}/", 2, 64)
+        bare = wrk(f"http://127.0.0.1:{port}/", duration, 64)
     print(
         f"storm: one uvicorn worker, example middleware, one-token SSE streams (wrk -c64 "
         f"{duration}s): {direct:.0f} new streams/s direct, {via:.0f}/s through nginx "
-        f"(same worker: /api/ping/ {ping:.0f} req/s)"
+        f"(same worker: /api/ping/ {ping:.0f} req/s); baseline in the same run: a bare ASGI SSE "
+        f"app on the same worker class {bare:.0f}/s -> example/bare = {direct / bare:.2f}"
     )
 
 
