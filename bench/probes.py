@@ -194,67 +194,79 @@ def cpu(samples: Samples, path: str) -> float:
 def middleware_overhead(
     redis_url: str, workdir: Path, *, rounds: int
 ) -> tuple[float, float, float, float]:
-    """CPU seconds per /api/ping/ through the WSGI handler without and with ProbeMiddleware
-    (best of ``rounds``), the middleware's own added seconds per pass-through call, and the
-    median of the per-round with/without ratios."""
+    """/api/ping/ through the example's WSGI handler, in-process, thread CPU time.
+
+    Returns the median seconds per request without ProbeMiddleware, the median per-round
+    ratio with/without it, the same ratio for a do-nothing middleware (control: what any
+    extra layer costs), and the middleware's own added seconds per pass-through call.
+    """
     code = r"""
-import io, statistics, sys, time
+import gc, io, statistics, sys, time, timeit
 import django
 django.setup()
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
+from django.test import RequestFactory
+from django_arena_scale.middleware import ProbeMiddleware
 
-def handler(with_probe):
-    mw = list(settings.MIDDLEWARE)
-    if not with_probe:
-        mw.remove("django_arena_scale.middleware.ProbeMiddleware")
-    settings.MIDDLEWARE = mw
-    return WSGIHandler()
 
+class PassThrough:
+    # control: the cheapest possible extra middleware layer
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+sys.modules["__main__"].PassThrough = PassThrough
+PROBE = "django_arena_scale.middleware.ProbeMiddleware"
+original = list(settings.MIDDLEWARE)
+rest = [m for m in original if m != PROBE]
+handlers = {}
+variants = {"without": rest, "with": [PROBE, *rest], "control": ["__main__.PassThrough", *rest]}
+for name, stack in variants.items():
+    settings.MIDDLEWARE = stack
+    handlers[name] = WSGIHandler()
+settings.MIDDLEWARE = original
 environ = {
     "REQUEST_METHOD": "GET", "PATH_INFO": "/api/ping/", "SERVER_NAME": "127.0.0.1",
     "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http",
     "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "SERVER_PROTOCOL": "HTTP/1.1",
 }
-original = list(settings.MIDDLEWARE)
-handlers = {}
-for with_probe in (False, True):
-    settings.MIDDLEWARE = original
-    handlers[with_probe] = handler(with_probe)
 
-def run(h, n):
+
+def run(handler, n):
     # thread CPU time, not wall time: other jobs on a shared machine do not inflate it
     t0 = time.thread_time()
     for _ in range(n):
-        r = h(dict(environ), lambda s, hdrs, exc=None: None)
-        b"".join(r)
-        r.close()
+        response = handler(dict(environ), lambda status, headers, exc=None: None)
+        b"".join(response)
+        response.close()
     return (time.thread_time() - t0) / n
 
-import gc
-for h in handlers.values():
-    run(h, 1000)
+
+for handler in handlers.values():
+    run(handler, 1000)
 gc.collect()
 gc.disable()
-samples = {False: [], True: []}
+samples = {name: [] for name in handlers}
 for i in range(int(sys.argv[1])):
-    order = (False, True) if i % 2 == 0 else (True, False)
-    for with_probe in order:
-        samples[with_probe].append(run(handlers[with_probe], 1000))
+    names = list(handlers) if i % 2 == 0 else list(reversed(handlers))
+    for name in names:
+        samples[name].append(run(handlers[name], 1000))
 gc.enable()
-ratios = sorted(a / b for a, b in zip(samples[True], samples[False]))
+paired = statistics.median(a / b for a, b in zip(samples["with"], samples["without"]))
+control = statistics.median(a / b for a, b in zip(samples["control"], samples["without"]))
 
 # The middleware's own cost on a non-probe request, isolated from the rest of the stack.
-import timeit
-from django.test import RequestFactory
-from django_arena_scale.middleware import ProbeMiddleware
 request = RequestFactory().get("/api/ping/")
 inner = lambda r: r
 wrapped = ProbeMiddleware(inner)
 n = 200000
 bare = min(timeit.repeat(lambda: inner(request), number=n, repeat=7)) / n
 through = min(timeit.repeat(lambda: wrapped(request), number=n, repeat=7)) / n
-print(min(samples[False]), min(samples[True]), through - bare, statistics.median(ratios))
+print(statistics.median(samples["without"]), paired, control, through - bare)
 """
     out = subprocess.run(
         [sys.executable, "-c", code, str(rounds)],
@@ -338,14 +350,13 @@ def main() -> None:
                 line("ASGI UvicornWorker /live/", s, "/live/", "/api/ping/", "info")
                 stop(server)
 
-        without, with_probe, added, paired = middleware_overhead(
+        without, paired, control, added = middleware_overhead(
             redis.url, workdir, rounds=max(31, args.rounds * 6)
         )
         print(
-            f"ProbeMiddleware on /api/ping/ (in-process WSGI handler, thread CPU time): best "
-            f"{without * 1e6:.1f} us without, {with_probe * 1e6:.1f} us with "
-            f"({(with_probe - without) / without * 100:+.2f}%); median of paired rounds "
-            f"{(paired - 1) * 100:+.2f}%"
+            f"/api/ping/ in-process WSGI handler (thread CPU time, paired rounds): "
+            f"{without * 1e6:.1f} us without ProbeMiddleware; with it {(paired - 1) * 100:+.2f}%"
+            f" (a do-nothing middleware: {(control - 1) * 100:+.2f}%)"
         )
         print(
             f"ProbeMiddleware pass-through cost measured alone: {added * 1e9:.0f} ns per request "
