@@ -38,15 +38,18 @@ for minor in 3.10 3.11 3.12 3.13; do
     fi
 done
 
-# tox lives in a venv of its own so that it never mixes with the code under test.
+# tox lives in a venv of its own so that it never mixes with the code under test.  tox-uv
+# creates the envs and installs their deps with uv: minutes faster than pip for ten envs.
 TOOLS="$ROOT/.venv-tools"
 PY="$(command -v python3.12 || command -v python3)"
-if ! "$TOOLS/bin/python" -c "import tox" >/dev/null 2>&1; then
+if ! "$TOOLS/bin/python" -c "import tox, tox_uv" >/dev/null 2>&1; then
     rm -rf "$TOOLS"
     "$PY" -m venv "$TOOLS"
     "$TOOLS/bin/python" -m pip install --quiet --upgrade pip
-    "$TOOLS/bin/python" -m pip install --quiet "tox>=4.11,<5"
+    "$TOOLS/bin/python" -m pip install --quiet "tox>=4.11,<5" "tox-uv>=1.11"
 fi
+# Only the interpreters on this machine count: uv must never download one for a missing cell.
+export UV_PYTHON_DOWNLOADS=never
 
 LOG="$(mktemp -t arena-tox.XXXXXX)"
 trap 'rm -f "$LOG"' EXIT
