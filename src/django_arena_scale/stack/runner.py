@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -744,12 +744,3 @@ class LocalStack:
         return "\n".join(
             "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
         )
-
-
-def write_pid_list(stack: LocalStack) -> Sequence[int]:
-    """Every pid the stack runs right now (tests assert none survive ``stop``)."""
-    pids = [r.process.pid for r in stack.replicas.values() if r.process.alive()]
-    pids += [r.process.pid for r in stack.redis.values() if r.process.alive()]
-    if stack.nginx is not None and stack.nginx.alive():
-        pids.append(stack.nginx.pid)
-    return [p for p in pids if p is not None]
