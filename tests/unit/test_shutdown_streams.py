@@ -132,18 +132,36 @@ async def test_drain_aware_sse_client_disconnect_closes_source() -> None:
     assert closed.is_set()
 
 
-async def test_drained_future_is_shared_per_loop() -> None:
-    """All streams on one loop share a single watcher."""
-    assert streams.drained() is streams.drained()
+async def test_drained_wakes_every_waiter_once(lifecycle: Lifecycle) -> None:
+    """All streams waiting on one loop are woken by a single drain."""
+    first, second = streams.drained(), streams.drained()
+    lifecycle.begin_drain()
+    await asyncio.wait_for(asyncio.gather(first, second), 1)
+    assert first is not second
+
+
+async def test_drained_is_done_at_once_when_already_draining(lifecycle: Lifecycle) -> None:
+    """A waiter created on a draining replica is already done."""
+    lifecycle.begin_drain()
+    assert streams.drained().done()
 
 
 async def test_drained_future_renews_after_drain_off(lifecycle: Lifecycle) -> None:
     """After ``drain off`` a new stream is not ended by the old drain."""
     lifecycle.begin_drain()
-    first = streams.drained()
-    await asyncio.wait_for(asyncio.shield(first), 1)
+    await asyncio.wait_for(streams.drained(), 1)
     lifecycle.end_drain()
     assert not streams.drained().done()
+
+
+async def test_drained_watcher_stops_when_nobody_waits() -> None:
+    """The poller task ends once its waiters are gone (an idle replica polls nothing)."""
+    waiter = streams.drained()
+    watcher = streams._watchers[asyncio.get_running_loop()]
+    waiter.cancel()
+    del waiter
+    assert watcher.task is not None
+    await asyncio.wait_for(watcher.task, 1)
 
 
 def test_drain_aware_sse_sync_ends_with_reconnect(lifecycle: Lifecycle) -> None:

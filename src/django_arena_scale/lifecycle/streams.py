@@ -30,38 +30,61 @@ DRAIN_POLL_INTERVAL = 0.1
 #: WebSocket close code for "service restart": the client should reconnect.
 WS_CLOSE_SERVICE_RESTART = 1012
 
-_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[None]] = (
-    weakref.WeakKeyDictionary()
-)
-
 
 def is_draining() -> bool:
     return get_lifecycle().state is State.DRAINING
 
 
-def drained() -> asyncio.Future[None]:
-    """A future of the running loop that completes when this process enters DRAINING.
+class _Watcher:
+    """Per event loop: one task polls the lifecycle while streams wait, then wakes them all.
 
-    Shared by every stream on the loop; ``await asyncio.shield(drained())`` or use it in
-    ``asyncio.wait``.  Never cancel it.
+    Each stream gets a future of its own (a shared one would collect one callback per waiting
+    stream, making every ``asyncio.wait`` on it O(streams)).
     """
-    loop = asyncio.get_running_loop()
-    future = _watchers.get(loop)
-    if future is None or (future.done() and not is_draining()):
-        # A finished future whose drain was undone (``drain off``) must not fire again.
-        future = loop.create_future()
-        _watchers[loop] = future
-        task = loop.create_task(_watch(future), name="arena-drain-watcher")
-        future.add_done_callback(lambda _f: task.cancel())
-    return future
 
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiters: weakref.WeakSet[asyncio.Future[None]] = weakref.WeakSet()
+        self.task: asyncio.Task[None] | None = None
 
-async def _watch(future: asyncio.Future[None]) -> None:
-    while not future.done():
+    def waiter(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self.loop.create_future()
         if is_draining():
             future.set_result(None)
-            return
-        await asyncio.sleep(DRAIN_POLL_INTERVAL)
+            return future
+        self.waiters.add(future)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._watch(), name="arena-drain-watcher")
+        return future
+
+    async def _watch(self) -> None:
+        # Runs only while someone waits: an idle replica polls nothing.
+        while self.waiters:
+            if is_draining():
+                for future in list(self.waiters):
+                    if not future.done():
+                        future.set_result(None)
+                self.waiters.clear()
+                return
+            await asyncio.sleep(DRAIN_POLL_INTERVAL)
+
+
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def drained() -> asyncio.Future[None]:
+    """A new future of the running loop that completes when this process enters DRAINING.
+
+    Each caller gets its own future (done at once if the replica already drains); one watcher
+    task per loop polls the lifecycle for all of them.
+    """
+    loop = asyncio.get_running_loop()
+    watcher = _watchers.get(loop)
+    if watcher is None:
+        watcher = _watchers[loop] = _Watcher(loop)
+    return watcher.waiter()
 
 
 def reconnect_event(*, retry_ms: int | None = None, reason: str = "draining") -> bytes:
@@ -166,7 +189,7 @@ class DrainAwareConsumerMixin:
         self._drain_task = asyncio.ensure_future(self._close_on_drain())
 
     async def _close_on_drain(self) -> None:
-        await asyncio.shield(drained())
+        await drained()
         await self.close(code=self.drain_close_code)  # type: ignore[attr-defined]
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
