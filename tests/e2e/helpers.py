@@ -29,7 +29,12 @@ def hang_forever() -> None:
 
 def stack_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), str(EXAMPLE)])
+    # The replicas import django_arena_scale from where this test process does (the installed
+    # wheel under tox, the source tree otherwise).
+    import django_arena_scale
+
+    package_root = Path(django_arena_scale.__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(package_root), str(ROOT), str(EXAMPLE)])
     env["DJANGO_SETTINGS_MODULE"] = "arena_project.settings"
     env.pop("DJANGO_DEBUG", None)
     return env
