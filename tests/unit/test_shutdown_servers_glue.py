@@ -115,3 +115,27 @@ def test_uvicorn_worker_class_is_importable() -> None:
     from django_arena_scale.lifecycle.uvicorn import UvicornWorker
 
     assert UvicornWorker.__name__ == "UvicornWorker"
+
+
+async def test_uvicorn_server_drains_when_leaving_on_max_requests(lifecycle: Lifecycle) -> None:
+    """A worker leaving on max_requests drains first, so its streams get the reconnect event."""
+    from uvicorn.config import Config
+
+    from django_arena_scale.lifecycle.uvicorn import DrainingServer
+
+    server = DrainingServer(Config(app=lambda scope, receive, send: None, limit_max_requests=1))
+    server.server_state.total_requests = 5
+    assert await server.on_tick(1)
+    assert lifecycle.state is State.DRAINING
+
+
+async def test_uvicorn_server_keeps_serving_below_max_requests(lifecycle: Lifecycle) -> None:
+    """Below the limit a tick changes nothing."""
+    from uvicorn.config import Config
+
+    from django_arena_scale.lifecycle.uvicorn import DrainingServer
+
+    lifecycle.mark_ready()
+    server = DrainingServer(Config(app=lambda scope, receive, send: None, limit_max_requests=100))
+    assert not await server.on_tick(1)
+    assert lifecycle.state is State.READY
