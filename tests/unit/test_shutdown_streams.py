@@ -91,6 +91,37 @@ async def test_drain_aware_sse_interrupts_a_waiting_source(lifecycle: Lifecycle)
     assert cancelled.is_set()
 
 
+async def test_drain_aware_sse_other_cancellation_propagates() -> None:
+    """Cancelling the response task (client gone) is not mistaken for a drain."""
+
+    async def stuck() -> AsyncIterator[bytes]:
+        yield b"data: first\n\n"
+        await asyncio.sleep(60)
+        yield b"never"
+
+    out: list[bytes] = []
+
+    async def consume() -> None:
+        async for chunk in streams.drain_aware_sse(stuck(), retry_ms=10):
+            out.append(chunk)
+
+    task = asyncio.ensure_future(consume())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert out == [b"data: first\n\n"]
+
+
+async def test_drain_aware_sse_no_task_per_chunk() -> None:
+    """Relaying a chunk creates no task (the watcher is the only extra task)."""
+    before = len(asyncio.all_tasks())
+    seen: list[int] = []
+    async for _ in streams.drain_aware_sse(ticks(50), retry_ms=10):
+        seen.append(len(asyncio.all_tasks()))
+    assert max(seen) <= before + 1
+
+
 async def test_drain_aware_sse_already_draining_sends_only_reconnect(
     lifecycle: Lifecycle,
 ) -> None:

@@ -36,16 +36,27 @@ def is_draining() -> bool:
 
 
 class _Watcher:
-    """Per event loop: one task polls the lifecycle while streams wait, then wakes them all.
+    """Per event loop: one task polls the lifecycle while streams or waiters exist.
 
-    Each stream gets a future of its own (a shared one would collect one callback per waiting
-    stream, making every ``asyncio.wait`` on it O(streams)).
+    On drain it wakes every :func:`drained` future and interrupts each stream that is waiting
+    for its source by cancelling the waiting task with a marker: no task or future per chunk,
+    so a relayed chunk costs about as much as a plain ``async for``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiters: weakref.WeakSet[asyncio.Future[None]] = weakref.WeakSet()
+        #: Tasks parked in ``await source.__anext__()`` inside :func:`drain_aware_sse`.
+        self.blocked: set[asyncio.Task[Any]] = set()
+        #: Tasks this watcher cancelled for the drain (told apart from other cancellations).
+        self.drain_cancelled: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self.streams = 0
+        self.draining = False
         self.task: asyncio.Task[None] | None = None
+
+    def ensure_running(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._watch(), name="arena-drain-watcher")
 
     def waiter(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = self.loop.create_future()
@@ -53,25 +64,48 @@ class _Watcher:
             future.set_result(None)
             return future
         self.waiters.add(future)
-        if self.task is None or self.task.done():
-            self.task = self.loop.create_task(self._watch(), name="arena-drain-watcher")
+        self.ensure_running()
         return future
 
     async def _watch(self) -> None:
-        # Runs only while someone waits: an idle replica polls nothing.
-        while self.waiters:
-            if is_draining():
+        # Runs only while someone streams or waits: an idle replica polls nothing.
+        while self.waiters or self.streams:
+            self.draining = is_draining()
+            if self.draining:
                 for future in list(self.waiters):
                     if not future.done():
                         future.set_result(None)
                 self.waiters.clear()
-                return
+                for task in list(self.blocked):
+                    self.blocked.discard(task)
+                    self.drain_cancelled.add(task)
+                    task.cancel(_DRAIN_CANCEL)
             await asyncio.sleep(DRAIN_POLL_INTERVAL)
+        self.draining = False
 
+    def cancelled_by_drain(self, task: asyncio.Task[Any]) -> bool:
+        if task not in self.drain_cancelled:
+            return False
+        self.drain_cancelled.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        return True
+
+
+_DRAIN_CANCEL = "django-arena-scale: replica draining"
 
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _watcher() -> _Watcher:
+    loop = asyncio.get_running_loop()
+    watcher = _watchers.get(loop)
+    if watcher is None:
+        watcher = _watchers[loop] = _Watcher(loop)
+    return watcher
 
 
 def drained() -> asyncio.Future[None]:
@@ -80,11 +114,7 @@ def drained() -> asyncio.Future[None]:
     Each caller gets its own future (done at once if the replica already drains); one watcher
     task per loop polls the lifecycle for all of them.
     """
-    loop = asyncio.get_running_loop()
-    watcher = _watchers.get(loop)
-    if watcher is None:
-        watcher = _watchers[loop] = _Watcher(loop)
-    return watcher.waiter()
+    return _watcher().waiter()
 
 
 def reconnect_event(*, retry_ms: int | None = None, reason: str = "draining") -> bytes:
@@ -107,37 +137,38 @@ async def drain_aware_sse(
     """Relay ``source`` until it ends or the replica drains, then send the reconnect event.
 
     Use as ``StreamingHttpResponse(drain_aware_sse(events()), content_type="text/event-stream")``.
+    A source waiting for its next token is interrupted (``CancelledError`` at its ``await``),
+    so the reconnect event goes out within ``DRAIN_POLL_INTERVAL`` of the drain.
     """
     iterator = source.__aiter__()
     if is_draining():
         await _aclose(iterator)
         yield reconnect_event(retry_ms=retry_ms)
         return
-    stop = drained()
-    step: asyncio.Future[Any] | None = None
+    task = asyncio.current_task()
+    watcher = _watcher()
+    watcher.streams += 1
+    watcher.ensure_running()
     try:
-        while True:
-            step = asyncio.ensure_future(iterator.__anext__())
-            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if step.done():
-                try:
-                    chunk = step.result()
-                except StopAsyncIteration:
-                    return
-                yield chunk
-                continue
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await step
-            await _aclose(iterator)
-            yield reconnect_event(retry_ms=retry_ms)
-            return
+        while not watcher.draining:
+            if task is not None:
+                watcher.blocked.add(task)
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if task is None or not watcher.cancelled_by_drain(task):
+                    raise
+                break
+            finally:
+                if task is not None:
+                    watcher.blocked.discard(task)
+            yield chunk
+        await _aclose(iterator)
+        yield reconnect_event(retry_ms=retry_ms)
     finally:
-        if step is not None and not step.done():
-            # The client went away while the source was producing: stop the source too.
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await step
+        watcher.streams -= 1
         await _aclose(iterator)
 
 
