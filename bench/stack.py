@@ -8,7 +8,11 @@ example project, nginx on 127.0.0.1) in a temp dir and stops it afterwards:
 - ``streams``: concurrent SSE streams held by one ASGI replica (1 uvicorn worker) behind
   nginx; prints how many were held and the replica's RSS growth per stream (KiB).
 - ``storm``: reconnect storm: new SSE streams accepted per second by one ASGI worker through
-  the example's middleware (``wrk`` on a one-token stream, directly and through nginx).
+  the example's ASGI application (``wrk`` on a one-token stream, directly and through nginx).
+  The example routes ``/messages/stream/`` through ``django_arena_scale.asgi.StreamRouter``
+  (the async view on the event loop; host validation, SecurityMiddleware and
+  XFrameOptionsMiddleware hooks inline; no session/auth/CSRF); ``/api/ping/`` in the same run
+  is Django's full ASGI handler and middleware stack.
 - ``live``: ``/live/`` p99 on a replica while every worker thread is busy on slow streams:
   a gthread replica (1 worker x 4 threads, WSGI streams hold threads) and a uvicorn replica
   (1 worker, 400 async streams).
@@ -296,9 +300,10 @@ def bench_storm(duration: int) -> None:
         wrk(f"http://127.0.0.1:{port}/", 2, 64)
         bare = wrk(f"http://127.0.0.1:{port}/", duration, 64)
     print(
-        f"storm: one uvicorn worker, example middleware, one-token SSE streams (wrk -c64 "
-        f"{duration}s): {direct:.0f} new streams/s direct, {via:.0f}/s through nginx "
-        f"(same worker: /api/ping/ {ping:.0f} req/s); baseline in the same run: a bare ASGI SSE "
+        f"storm: one uvicorn worker, example ASGI app (stream path via StreamRouter), one-token "
+        f"SSE streams (wrk -c64 {duration}s): {direct:.0f} new streams/s direct, {via:.0f}/s "
+        f"through nginx (same worker, Django's full handler: /api/ping/ {ping:.0f} req/s); "
+        f"target >= 1000/s; baseline in the same run: a bare ASGI SSE "
         f"app on the same worker class {bare:.0f}/s -> example/bare = {direct / bare:.2f}"
     )
 

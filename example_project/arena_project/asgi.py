@@ -16,10 +16,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from arena.routing import websocket_urlpatterns  # noqa: E402
+from arena.views import stream  # noqa: E402
+from django_arena_scale.asgi import StreamRouter  # noqa: E402
 
+# The SSE endpoint skips Django's per-request threads (a reconnect storm opens thousands of
+# streams at once); StreamRouter documents which middleware hooks it still runs.
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": StreamRouter(django_asgi_app, {"/messages/stream/": stream}),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -1,0 +1,217 @@
+"""A native ASGI fast path for long-lived stream endpoints (SSE), in front of Django's handler.
+
+Django's ``ASGIHandler`` hands every request to a thread at least twice: the sync receivers of
+``request_started``/``request_finished`` and every ``MiddlewareMixin`` hook run through
+``sync_to_async`` on a per-request executor thread.  For a reconnect storm (thousands of
+clients opening a stream at once after a replica drains) those hand-offs, not the stream,
+limit how many new streams one worker accepts per second.
+
+:class:`StreamRouter` serves a few exact paths by calling their **async** Django view on the
+event loop, and passes every other request (and every non-HTTP scope) to the Django
+application unchanged::
+
+    application = ProtocolTypeRouter({
+        "http": StreamRouter(get_asgi_application(), {"/messages/stream/": views.stream}),
+        ...
+    })
+
+What a fast-path request goes through (and what it skips) is explicit:
+
+* the request is a real :class:`~django.core.handlers.asgi.ASGIRequest` (``request.GET``,
+  ``request.headers``, ``request.get_host()`` work as usual); its body is not read, so route
+  only ``GET`` endpoints here;
+* the ``process_request``/``process_response`` hooks of the middleware in ``middleware`` run
+  inline on the event loop.  The default is the entries of ``settings.MIDDLEWARE`` that are in
+  :data:`INLINE_SAFE_MIDDLEWARE` (pure header and host logic, no I/O): host validation
+  (``ALLOWED_HOSTS``), HTTPS redirect, ``nosniff``/``Referrer-Policy``/COOP/HSTS and
+  ``X-Frame-Options``.  Sessions, authentication and CSRF are skipped: a fast-path view must not
+  need ``request.user``, ``request.session`` or a CSRF check (a GET stream needs none);
+* ``request_started``/``request_finished`` are not sent (no ORM use on the event loop);
+* the client's disconnect cancels the view's stream, as under Django's handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction
+from django.core.exceptions import DisallowedHost, ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.module_loading import import_string
+
+logger = logging.getLogger("django_arena_scale.asgi")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+AsyncView = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+#: Middleware whose ``process_request``/``process_response`` are pure (headers, host checks,
+#: redirects; no I/O), so running them inline on the event loop blocks nothing.
+INLINE_SAFE_MIDDLEWARE = frozenset(
+    {
+        "django.middleware.security.SecurityMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    }
+)
+
+
+def _default_middleware() -> list[str]:
+    from django.conf import settings
+
+    return [path for path in settings.MIDDLEWARE if path in INLINE_SAFE_MIDDLEWARE]
+
+
+def _no_response(request: HttpRequest) -> HttpResponseBase:
+    msg = "StreamRouter calls middleware hooks directly; get_response is never used."
+    raise RuntimeError(msg)
+
+
+class StreamRouter:
+    """Serve ``routes`` (exact path -> async view) natively; everything else goes to ``app``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Mapping[str, AsyncView],
+        *,
+        middleware: Iterable[str] | None = None,
+    ) -> None:
+        for path, view in routes.items():
+            if not path.startswith("/"):
+                msg = f"StreamRouter route {path!r} should be an absolute path starting with '/'."
+                raise ImproperlyConfigured(msg)
+            if not iscoroutinefunction(view):
+                msg = (
+                    f"StreamRouter route {path!r} maps to {view!r}, which is not an async view; "
+                    "only async views can run on the event loop."
+                )
+                raise ImproperlyConfigured(msg)
+        self.app = app
+        self.routes = dict(routes)
+        self.middleware_paths = list(_default_middleware() if middleware is None else middleware)
+        self._request_hooks: list[Callable[[HttpRequest], HttpResponseBase | None]] = []
+        self._response_hooks: list[Callable[[HttpRequest, HttpResponseBase], HttpResponseBase]]
+        self._response_hooks = []
+        for dotted in self.middleware_paths:
+            instance = import_string(dotted)(_no_response)
+            hook = getattr(instance, "process_request", None)
+            if hook is not None:
+                self._request_hooks.append(hook)
+            hook = getattr(instance, "process_response", None)
+            if hook is not None:
+                self._response_hooks.append(hook)
+        # Like Django's handler: the response phase runs in reverse order.
+        self._response_hooks.reverse()
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamRouter routes={sorted(self.routes)!r} "
+            f"middleware={self.middleware_paths!r} app={self.app!r}>"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        view = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if view is None:
+            await self.app(scope, receive, send)
+            return
+        await self._serve(view, scope, receive, send)
+
+    def _request_phase(self, request: HttpRequest) -> HttpResponseBase | None:
+        try:
+            # Host validation first, as CommonMiddleware would; a bad Host never reaches a view.
+            request.get_host()
+        except DisallowedHost:
+            return HttpResponse("Bad Request (400)", status=400, content_type="text/plain")
+        for hook in self._request_hooks:
+            response = hook(request)
+            if response is not None:
+                return response
+        return None
+
+    def _response_phase(self, request: HttpRequest, response: HttpResponseBase) -> Any:
+        for hook in self._response_hooks:
+            response = hook(request, response)
+        return response
+
+    async def _serve(self, view: AsyncView, scope: Scope, receive: Receive, send: Send) -> None:
+        from django.core.handlers.asgi import ASGIRequest
+
+        request = ASGIRequest(scope, io.BytesIO())
+        response = self._request_phase(request)
+        if response is None:
+            try:
+                response = await view(request)
+            except Exception:
+                logger.exception("Stream view %r failed for %s.", view, scope["path"])
+                response = HttpResponse("Server Error (500)", status=500, content_type="text/plain")
+        response = self._response_phase(request, response)
+        task = asyncio.current_task()
+        disconnected: list[bool] = []
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, task, disconnected))
+        try:
+            await _send_response(response, send)
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+        except OSError:
+            # The client went away between two chunks; nothing left to tell it.
+            pass
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            response.close()
+
+
+async def _watch_disconnect(
+    receive: Receive, task: asyncio.Task[Any] | None, disconnected: list[bool]
+) -> None:
+    """Cancel the stream when the client disconnects (the request body, if any, is ignored)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    disconnected.append(True)
+    if task is not None:
+        task.cancel()
+
+
+def _headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in response.items():
+        headers.append((name.encode("ascii"), value.encode("latin1")))
+    for cookie in response.cookies.values():
+        headers.append((b"Set-Cookie", cookie.OutputString().encode("ascii")))
+    return headers
+
+
+async def _send_response(response: Any, send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": _headers(response),
+        }
+    )
+    if not response.streaming:
+        await send({"type": "http.response.body", "body": response.content})
+        return
+    content = response.__aiter__()
+    try:
+        async for part in content:
+            if part:
+                await send({"type": "http.response.body", "body": bytes(part), "more_body": True})
+    finally:
+        aclose = getattr(content, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    await send({"type": "http.response.body"})
