@@ -227,7 +227,9 @@ def bench_streams(count: int) -> None:
     print(
         f"streams: one ASGI replica (1 uvicorn worker) behind nginx held {held}/{count} SSE "
         f"streams (opened in {took:.1f}s); replica RSS {before / 1024:.0f} -> "
-        f"{after / 1024:.0f} MiB = {per:.1f} KiB per stream; baseline in the same run: a bare "
+        f"{after / 1024:.0f} MiB = {per:.1f} KiB per stream (target >= 10000 at <= 40 KiB: "
+        f"{'met' if held >= 10_000 and per <= 40 else 'NOT met'}); baseline in the same run: "
+        f"a bare "
         f"ASGI app on the same worker class held {bare_held} at {bare_per:.1f} KiB per stream "
         f"-> example/bare = {per / bare_per:.2f}"
     )
@@ -303,7 +305,8 @@ def bench_storm(duration: int) -> None:
         f"storm: one uvicorn worker, example ASGI app (stream path via StreamRouter), one-token "
         f"SSE streams (wrk -c64 {duration}s): {direct:.0f} new streams/s direct, {via:.0f}/s "
         f"through nginx (same worker, Django's full handler: /api/ping/ {ping:.0f} req/s); "
-        f"target >= 1000/s; baseline in the same run: a bare ASGI SSE "
+        f"target >= 1000/s direct: {'met' if direct >= 1000 else 'NOT met'}; baseline in the "
+        f"same run: a bare ASGI SSE "
         f"app on the same worker class {bare:.0f}/s -> example/bare = {direct / bare:.2f}"
     )
 

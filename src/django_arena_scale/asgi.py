@@ -153,6 +153,8 @@ class StreamRouter:
                 logger.exception("Stream view %r failed for %s.", view, scope["path"])
                 response = HttpResponse("Server Error (500)", status=500, content_type="text/plain")
         response = self._response_phase(request, response)
+        # A held stream should not keep the request (META, headers, GET) alive for hours.
+        del request
         task = asyncio.current_task()
         disconnected: list[bool] = []
         watcher = asyncio.ensure_future(_watch_disconnect(receive, task, disconnected))
