@@ -288,26 +288,32 @@ def bare_server() -> Iterator[tuple[int, int]]:
             proc.wait(timeout=5)
 
 
-def bench_storm(duration: int) -> None:
+def bench_storm(duration: int, rounds: int = 3) -> None:
     spec = {"replicas": 1, "topology": "single", "app_server": "uvicorn", "workers": 1}
+    directs, vias, pings, bares = [], [], [], []
     with running_stack(**spec) as stack:
         replica = stack.replicas["web-1"]
         path = "messages/stream/?tokens=1&delay=0"
         direct_url = f"http://127.0.0.1:{replica.port}/{path}"
         wrk(direct_url, 2, 64)
-        direct = wrk(direct_url, duration, 64)
-        via = wrk(f"{stack.url}{path}", duration, 64)
-        ping = wrk(f"http://127.0.0.1:{replica.port}/api/ping/", duration, 64)
+        for _ in range(rounds):
+            directs.append(wrk(direct_url, duration, 64))
+            vias.append(wrk(f"{stack.url}{path}", duration, 64))
+            pings.append(wrk(f"http://127.0.0.1:{replica.port}/api/ping/", duration, 64))
     with bare_server() as (port, _):
         wrk(f"http://127.0.0.1:{port}/", 2, 64)
-        bare = wrk(f"http://127.0.0.1:{port}/", duration, 64)
+        for _ in range(rounds):
+            bares.append(wrk(f"http://127.0.0.1:{port}/", duration, 64))
+    direct, via = statistics.median(directs), statistics.median(vias)
+    ping, bare = statistics.median(pings), statistics.median(bares)
     print(
         f"storm: one uvicorn worker, example ASGI app (stream path via StreamRouter), one-token "
-        f"SSE streams (wrk -c64 {duration}s): {direct:.0f} new streams/s direct, {via:.0f}/s "
-        f"through nginx (same worker, Django's full handler: /api/ping/ {ping:.0f} req/s); "
+        f"SSE streams (wrk -c64 {duration}s, median of {rounds}): {direct:.0f} new streams/s "
+        f"direct (rounds: {', '.join(f'{x:.0f}' for x in directs)}), {via:.0f}/s through nginx "
+        f"(same worker, Django's full handler: /api/ping/ {ping:.0f} req/s); "
         f"target >= 1000/s direct: {'met' if direct >= 1000 else 'NOT met'}; baseline in the "
-        f"same run: a bare ASGI SSE "
-        f"app on the same worker class {bare:.0f}/s -> example/bare = {direct / bare:.2f}"
+        f"same run: a bare ASGI SSE app on the same worker class {bare:.0f}/s -> "
+        f"example/bare = {direct / bare:.2f}"
     )
 
 
@@ -437,7 +443,7 @@ def main() -> None:
         elif which == "streams":
             bench_streams(args.streams)
         elif which == "storm":
-            bench_storm(args.duration)
+            bench_storm(args.duration, args.rounds)
         elif which == "live":
             bench_live()
         elif which == "locust":

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from django_arena_scale.asgi import INLINE_SAFE_MIDDLEWARE, StreamRouter
@@ -228,3 +229,48 @@ async def test_stream_router_drain_ends_stream_with_reconnect(
     await asyncio.wait_for(task, 2)
     assert client.body.endswith(streams.reconnect_event(retry_ms=10))
     client.leave()
+
+
+class ClosableEvents:
+    """An async iterable with a sync ``close()``, which Django registers as a resource closer."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return ticks(2)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_stream_router_runs_resource_closers() -> None:
+    """The response's resource closers run once the stream has been sent."""
+    events = ClosableEvents()
+
+    async def view(request: HttpRequest) -> StreamingHttpResponse:
+        return StreamingHttpResponse(events, content_type="text/event-stream")
+
+    client = Client()
+    await StreamRouter(django_app, {"/stream/": view}, middleware=[])(
+        scope(), client.receive, client.send
+    )
+    assert events.closed
+
+
+async def test_stream_router_sends_no_request_finished() -> None:
+    """Sync request_finished receivers do not run on the event loop for a fast-path stream."""
+    calls: list[object] = []
+
+    def receiver(sender: object, **kwargs: object) -> None:
+        calls.append(sender)
+
+    request_finished.connect(receiver)
+    try:
+        client = Client()
+        await StreamRouter(django_app, {"/stream/": three_events}, middleware=[])(
+            scope(), client.receive, client.send
+        )
+    finally:
+        request_finished.disconnect(receiver)
+    assert (client.status, calls) == (200, [])
