@@ -9,6 +9,7 @@ servers include, retry rules and unbuffered streams.
 from __future__ import annotations
 
 import http.client
+import random
 import re
 import shutil
 import signal
@@ -97,7 +98,8 @@ class Stack:
     """nginx running the rendered local variant plus one stub per app service."""
 
     def __init__(self, root: Path, **fields: Any) -> None:
-        base = free_port_range(16, start=24000)
+        # A random start: parallel test runs must not race for the same free range.
+        base = free_port_range(16, start=random.randrange(21000, 31000))
         self.spec = DeploymentSpec(
             target="local",
             local_port=base,

@@ -9,6 +9,7 @@ rolling-restart, stop-redis, start-redis) acts on a stack already running in ``D
 from __future__ import annotations
 
 import os
+import random
 import signal
 from argparse import ArgumentParser
 from pathlib import Path
@@ -192,7 +193,11 @@ class Command(BaseCommand):
             }
             if ports["local_base_port"] is None:
                 # Replica i listens on BASE+i: the range starts one below the first replica.
-                ports["local_base_port"] = free_port_range(count + 1, start=21000)
+                # The scan starts at a random point below the ephemeral range, so that two
+                # stacks started at the same moment (parallel test runs) don't pick the same
+                # free range before either has bound it.
+                start = random.randrange(21000, 31000)
+                ports["local_base_port"] = free_port_range(count + 1, start=start)
             if ports["local_redis_port"] is None:
                 ports["local_redis_port"] = free_port_range(
                     2, start=ports["local_base_port"] + count + 2
