@@ -54,7 +54,12 @@ def _config(spec: DeploymentSpec, service: str) -> str:
         f"wsgi_app = {_q(spec.asgi_app if asgi else spec.wsgi_app)}",
     ]
     if local:
-        lines.append("# The local variant passes --bind 127.0.0.1:<port> per replica.")
+        lines += [
+            "# The local variant passes --bind 127.0.0.1:<port> per replica.",
+            "# gunicorn >= 27 opens a control socket at one path under $HOME for every server;",
+            "# replicas sharing a host would share it (older gunicorn ignores this setting).",
+            "control_socket_disable = True",
+        ]
     else:
         lines.append(f"bind = [{_q(f'0.0.0.0:{spec.app_port}')}]")
     if asgi:
