@@ -349,3 +349,12 @@ def test_runner_report_status_enum() -> None:
     """Report.status combines results (pass when everything passes)."""
     report = Runner().evaluate([MODULE_CHECK], deadline=1, default_timeout=1)
     assert report.status is Status.PASS
+
+
+def test_custom_checks_blank_entry_gets_a_name(settings: Any) -> None:
+    """A blank ARENA_SCALE_CHECKS entry becomes a named failing check, not a crash."""
+    from django_arena_scale.health.registry import custom_checks
+
+    settings.ARENA_SCALE_CHECKS = ["", "  "]
+    names = [check.name for check in custom_checks()]
+    assert names == ["ARENA_SCALE_CHECKS[0]", "ARENA_SCALE_CHECKS[1]"]

@@ -122,12 +122,14 @@ def custom_checks() -> list[Check]:
     from django_arena_scale.conf import conf
 
     checks: list[Check] = []
-    for path in conf.CHECKS:
+    for index, path in enumerate(conf.CHECKS):
         try:
             checks.extend(_load_path(path))
         except Exception as exc:
             logger.warning("ARENA_SCALE_CHECKS entry %r cannot be loaded.", path, exc_info=True)
-            checks.append(Check(name=str(path), func=_failing(exc)))
+            # A blank entry still needs a non-empty name for its failing stand-in check.
+            name = str(path).strip() or f"ARENA_SCALE_CHECKS[{index}]"
+            checks.append(Check(name=name, func=_failing(exc)))
     return checks
 
 
