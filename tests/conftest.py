@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings as _hypothesis_settings
 
 from tests.servers import RedisServer
 
@@ -36,3 +38,10 @@ def _reset_probe_state() -> Iterator[None]:
     reset_lifecycle()
     reset_runner()
     close_clients()
+
+
+# Property tests draw the same examples on every run (per test), so a CI result can be
+# reproduced locally; set HYPOTHESIS_PROFILE=explore for fresh random examples.
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+_hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
