@@ -52,7 +52,10 @@ fi
 export UV_PYTHON_DOWNLOADS=never
 
 LOG="$(mktemp -t arena-tox.XXXXXX)"
-trap 'rm -f "$LOG"' EXIT
+# Each env's pytest writes a junit report here (tox.ini); the closing summary is read from them.
+ARENA_TEST_REPORTS="$(mktemp -d -t arena-reports.XXXXXX)"
+export ARENA_TEST_REPORTS
+trap 'rm -rf "$LOG" "$ARENA_TEST_REPORTS"' EXIT
 start=$(date +%s)
 set +e
 if [ "$#" -gt 0 ]; then
@@ -72,20 +75,34 @@ if grep -Eq '^ *[A-Za-z0-9_.-]+: (SKIP|skipped)' "$LOG"; then
     status=1
 fi
 
-# One closing line for the whole matrix, summed over every pytest run.
-python3 - "$LOG" "$elapsed" "$status" <<'PY'
-import re, sys
-text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
-totals = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0, "deselected": 0}
-runs = 0
-for line in re.findall(r"^=+ (.*? in [0-9.]+s.*?) =+$", text, flags=re.M):
-    runs += 1
-    for count, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected)", line):
-        totals["errors" if word.startswith("error") else word] += int(count)
-print(f"test.sh: {runs} pytest runs in {sys.argv[2]} s, tox exit status {sys.argv[3]}")
+# One line per env and one for the whole matrix, from the envs' junit reports.
+python3 - "$ARENA_TEST_REPORTS" "$elapsed" "$status" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+totals = {"passed": 0, "failed": 0, "skipped": 0}
+reports = sorted(Path(sys.argv[1]).glob("*.xml"))
+for report in reports:
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    try:
+        root = ET.parse(report).getroot()
+    except ET.ParseError as exc:
+        print(f"test.sh: {report.stem}: unreadable junit report ({exc})")
+        continue
+    suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
+    for suite in suites:
+        for key in counts:
+            counts[key] += int(suite.get(key, 0))
+    failed = counts["failures"] + counts["errors"]
+    passed = counts["tests"] - failed - counts["skipped"]
+    print(f"  {report.stem}: {passed} passed, {failed} failed, {counts['skipped']} skipped")
+    totals["passed"] += passed
+    totals["failed"] += failed
+    totals["skipped"] += counts["skipped"]
+print(f"test.sh: {len(reports)} pytest runs in {sys.argv[2]} s, tox exit status {sys.argv[3]}")
 print(
-    f"total: {totals['passed']} passed, {totals['failed'] + totals['errors']} failed, "
-    f"{totals['skipped']} skipped"
+    f"total: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped"
 )
 PY
 exit "$status"
