@@ -139,41 +139,46 @@ class Runner:
             self._inflight = None
         flight.set_result(report)
 
-    def get(
+    def _flight(
         self,
         factory: ChecksFactory,
-        *,
         deadline: float,
         default_timeout: float,
         ttl: float,
-    ) -> Report:
-        """A report at most ``ttl`` seconds old; concurrent callers share one evaluation."""
+        run_lead: Spawn,
+    ) -> Report | Future[Report]:
+        """The fresh cached report, or the evaluation to wait for.
+
+        The one caller that starts an evaluation hands it to ``run_lead``: inline for a thread
+        that may block, a helper thread for an event loop that must not.
+        """
         joined = self._join(ttl)
         if isinstance(joined, Report):
             return joined
         flight, leader = joined
         if leader:
-            self._lead(flight, factory, deadline, default_timeout)
+            run_lead(lambda: self._lead(flight, factory, deadline, default_timeout))
+        return flight
+
+    def get(
+        self, factory: ChecksFactory, *, deadline: float, default_timeout: float, ttl: float
+    ) -> Report:
+        """A report at most ``ttl`` seconds old; concurrent callers share one evaluation."""
+        flight = self._flight(factory, deadline, default_timeout, ttl, _run_inline)
+        if isinstance(flight, Report):
+            return flight
         try:
             return flight.result(timeout=deadline + _WAITER_SLACK)
         except FutureTimeout:
             return self._error_report("checks", Reason.TIMEOUT)
 
     async def aget(
-        self,
-        factory: ChecksFactory,
-        *,
-        deadline: float,
-        default_timeout: float,
-        ttl: float,
+        self, factory: ChecksFactory, *, deadline: float, default_timeout: float, ttl: float
     ) -> Report:
         """Like :meth:`get`, for async callers: the evaluation runs off the event loop."""
-        joined = self._join(ttl)
-        if isinstance(joined, Report):
-            return joined
-        flight, leader = joined
-        if leader:
-            self._spawn(lambda: self._lead(flight, factory, deadline, default_timeout))
+        flight = self._flight(factory, deadline, default_timeout, ttl, self._spawn)
+        if isinstance(flight, Report):
+            return flight
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Report] = loop.create_future()
 
@@ -261,6 +266,10 @@ def _bind(
     outcome: Outcome,
 ) -> Callable[[], None]:
     return lambda: func(check, outcome)
+
+
+def _run_inline(target: Callable[[], None]) -> None:
+    target()
 
 
 def _settle(waiter: asyncio.Future[Report], flight: Future[Report]) -> None:
