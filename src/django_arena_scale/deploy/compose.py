@@ -96,7 +96,7 @@ def _compose(spec: DeploymentSpec) -> str:
     )
     _healthcheck(y, 1, ["CMD", "python", "-c", probe], 30, chain.probe + 3)
     y(1, "depends_on:")
-    for service in _data_services(spec):
+    for service in sorted(spec.data_services):
         y(2, f"{service}:", "  condition: service_healthy")
     y(
         1,
@@ -141,10 +141,6 @@ def _compose(spec: DeploymentSpec) -> str:
         volumes.append("redis-data")
     y(1, *(f"{v}: {{}}" for v in sorted(volumes)))
     return y.text()
-
-
-def _data_services(spec: DeploymentSpec) -> list[str]:
-    return sorted({*spec.redis_services.values(), spec.database_host})
 
 
 def _nginx(y: _Yaml, spec: DeploymentSpec) -> None:

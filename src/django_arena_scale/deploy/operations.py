@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from django_arena_scale.deploy import k8s
-from django_arena_scale.deploy.script import SCRIPT, data_services, script_variables
+from django_arena_scale.deploy.script import SCRIPT, script_variables
 from django_arena_scale.deploy.spec import DeploymentSpec
 
 __all__ = ["OPERATIONS", "render"]
@@ -239,7 +239,7 @@ def _commands(spec: DeploymentSpec) -> list[str]:
             "pre-flight (docker, compose, `"
             + v["ENV_FILE"]
             + "`), build the image, start "
-            + ", ".join(f"`{s}`" for s in data_services(spec))
+            + ", ".join(f"`{s}`" for s in spec.data_services)
             + ", migrate, collectstatic, then every replica and nginx",
         ),
         ("`stop`", "stop every service, each within its stop_grace_period"),

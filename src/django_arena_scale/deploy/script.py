@@ -405,15 +405,6 @@ def _array(name: str, values: Iterable[str]) -> str:
     return "\n".join([*lines, ")"])
 
 
-def data_services(spec: DeploymentSpec) -> list[str]:
-    """Compose services the app depends on: Redis per role, PostgreSQL, PgBouncer."""
-    services = sorted(set(spec.redis_services.values()))
-    services.append(spec.postgres_service)
-    if spec.pgbouncer:
-        services.append(spec.pgbouncer_service)
-    return services
-
-
 def script_variables(spec: DeploymentSpec) -> dict[str, str]:
     """The scalar variables of the script (name -> unquoted value), all from the spec."""
     chain = spec.chain
@@ -456,7 +447,7 @@ def render_script(spec: DeploymentSpec) -> str:
     parts += [f"readonly {k}={_q(v)}" for k, v in script_variables(spec).items()]
     parts.append(_array("WEB_SERVICES", spec.web_names))
     parts.append(_array("APP_SERVICES", spec.app_services))
-    parts.append(_array("DATA_SERVICES", data_services(spec)))
+    parts.append(_array("DATA_SERVICES", spec.data_services))
     includes = sorted(
         {spec.nginx_servers_include(u) for u in (spec.api_upstream, spec.stream_upstream)}
     )

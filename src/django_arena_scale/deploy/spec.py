@@ -618,6 +618,18 @@ class DeploymentSpec:
         return 6432 if self.pgbouncer else 5432
 
     @cached_property
+    def data_services(self) -> tuple[str, ...]:
+        """Compose services the app needs healthy: Redis per role, PostgreSQL, PgBouncer.
+
+        One list for the app's ``depends_on`` (compose), ``deploy.sh start`` and the operations
+        guide, so they cannot disagree about what a replica needs.
+        """
+        services = [*sorted(set(self.redis_services.values())), self.postgres_service]
+        if self.pgbouncer:
+            services.append(self.pgbouncer_service)
+        return tuple(services)
+
+    @cached_property
     def app_environment(self) -> dict[str, str]:
         """Non-secret environment of every app service (secrets come from ``env_file``)."""
         return {
