@@ -128,25 +128,26 @@ def _block(value: Any, indent: int) -> list[str]:
             elif isinstance(item, (Mapping, list, tuple)) and item:
                 lines.append(head)
                 lines.extend(_block(item, indent + 2))
-            elif isinstance(item, Mapping):
-                lines.append(f"{head} {{}}")
-            elif isinstance(item, (list, tuple)):
-                lines.append(f"{head} []")
             else:
-                lines.append(f"{head} {_scalar(item)}")
+                lines.append(f"{head} {_inline(item)}")
         return lines
     for item in value:
         if isinstance(item, (Mapping, list, tuple)) and item:
             inner = _block(item, indent + 2)
             inner[0] = f"{pad}- {inner[0][indent + 2 :]}"
             lines.extend(inner)
-        elif isinstance(item, Mapping):
-            lines.append(f"{pad}- {{}}")
-        elif isinstance(item, (list, tuple)):
-            lines.append(f"{pad}- []")
         else:
-            lines.append(f"{pad}- {_scalar(item)}")
+            lines.append(f"{pad}- {_inline(item)}")
     return lines
+
+
+def _inline(value: Any) -> str:
+    """A value that fits on its key's or dash's line: a scalar, or an empty mapping or list."""
+    if isinstance(value, Mapping):
+        return "{}"
+    if isinstance(value, (list, tuple)):
+        return "[]"
+    return _scalar(value)
 
 
 def dump_yaml(*documents: Mapping[str, Any]) -> str:
