@@ -24,10 +24,58 @@ What a fast-path request goes through (and what it skips) is explicit:
   inline on the event loop.  The default is the entries of ``settings.MIDDLEWARE`` that are in
   :data:`INLINE_SAFE_MIDDLEWARE` (pure header and host logic, no I/O): host validation
   (``ALLOWED_HOSTS``), HTTPS redirect, ``nosniff``/``Referrer-Policy``/COOP/HSTS and
-  ``X-Frame-Options``.  Sessions, authentication and CSRF are skipped: a fast-path view must not
-  need ``request.user``, ``request.session`` or a CSRF check (a GET stream needs none);
+  ``X-Frame-Options``.  Session, authentication, CSRF and ``LoginRequiredMiddleware`` are
+  skipped; by default a fast-path request has no ``request.session`` and no ``request.user``;
 * ``request_started``/``request_finished`` are not sent (no ORM use on the event loop);
 * the client's disconnect cancels the view's stream, as under Django's handler.
+
+**Streams that belong to a user** (``auth=True`` for every route, or ``auth=[paths]``)::
+
+    StreamRouter(app, {"/messages/stream/mine/": views.my_stream}, auth=True)
+
+    async def my_stream(request):
+        user = await request.auser()
+        if not user.is_authenticated:
+            return JsonResponse({"error": "authentication required"}, status=401)
+        ...
+
+On those routes the request gets what ``SessionMiddleware`` and ``AuthenticationMiddleware``
+would give it, read-only and without blocking the event loop:
+
+* ``request.session`` is the configured engine's store for the session cookie, loaded lazily:
+  nothing is read (and no thread is used) until the view asks.  Use its async API
+  (``await request.session.aget(key)``); sync access before an async load raises
+  :class:`~django.core.exceptions.SynchronousOnlyOperation` on the event loop instead of doing
+  blocking I/O there.  The store never writes: ``save``/``create``/``delete`` (and their async
+  twins) do nothing, so a stream never rotates, extends or deletes a session and never sends
+  ``Set-Cookie``.  ``Vary: Cookie`` is added when the session was read, as ``SessionMiddleware``
+  does; resolve the user before returning the response (headers leave with it);
+* ``await request.auser()`` is Django's ``aget_user()`` on that store (session hash checked;
+  a session whose hash no longer matches is anonymous, and the flush Django would do is left
+  to the next regular request).  The result is cached, after which ``request.user`` returns it.
+  ``request.user`` before that raises ``SynchronousOnlyOperation`` on the event loop (it would
+  load the session and the user with blocking I/O) and works lazily in a worker thread
+  (``sync_to_async``);
+* only ``GET`` and ``HEAD`` reach the view (405 otherwise): the CSRF check is skipped, so an
+  unsafe method carrying the session cookie must not run a view;
+* ``login_required`` (Django's async-aware decorator) works and redirects to ``LOGIN_URL``; a
+  stream API client is better served by a 401 as above.
+
+Where the I/O happens, per session engine (Django 5.2, 6.0 and 6.1 have the same async session
+and ``aget_user`` API):
+
+* ``cache`` (``redis_sessions()``: django-redis) and ``db``/``cached_db``: Django's async
+  methods are ``sync_to_async`` wrappers, so a session load is one hop to asgiref's shared
+  thread; the loop never blocks, but the loads of one worker run one at a time on that thread;
+* ``signed_cookies``: pure CPU, loaded inline on the loop (no hop);
+* ``file``: Django's ``aload`` reads the file on the calling thread; here it runs in a thread;
+* a third-party engine with a native ``aload`` is awaited as is.
+
+The user itself is loaded by the auth backend's ``aget_user`` (``ModelBackend``: the async
+ORM, i.e. the same shared thread).  After a lookup the router closes that thread's database
+connections that are obsolete or broken (``close_old_connections``, what ``request_finished``
+does), so ``CONN_MAX_AGE`` holds and a database restart is survived.  An anonymous request
+without a session cookie costs no I/O and no thread at all.
 """
 
 from __future__ import annotations
@@ -37,12 +85,17 @@ import contextlib
 import io
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import iscoroutinefunction
-from django.core.exceptions import DisallowedHost, ImproperlyConfigured
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.core.exceptions import DisallowedHost, ImproperlyConfigured, SynchronousOnlyOperation
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
+from django.utils.cache import patch_vary_headers
 from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:
+    from django.contrib.sessions.backends.base import SessionBase
 
 logger = logging.getLogger("django_arena_scale.asgi")
 
@@ -74,6 +127,162 @@ def _no_response(request: HttpRequest) -> HttpResponseBase:
     raise RuntimeError(msg)
 
 
+#: The methods an ``auth`` route serves: CSRF protection is skipped on the fast path.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _auth_paths(auth: bool | Iterable[str], routes: Mapping[str, AsyncView]) -> frozenset[str]:
+    if isinstance(auth, bool):
+        return frozenset(routes) if auth else frozenset()
+    if isinstance(auth, str):
+        msg = f"StreamRouter auth should be a bool or a list of routed paths, got {auth!r}."
+        raise ImproperlyConfigured(msg)
+    paths = frozenset(auth)
+    unknown = sorted(paths - set(routes))
+    if unknown:
+        msg = (
+            f"StreamRouter auth names {unknown!r}, which are not routes; "
+            f"expected some of {sorted(routes)!r}."
+        )
+        raise ImproperlyConfigured(msg)
+    return paths
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class ReadOnlySession:
+    """Mixin over a session engine's ``SessionStore``: loads lazily, never writes.
+
+    Sync access that would load the session raises on the event loop (it would block it);
+    ``aload`` runs a blocking engine (``file``) in a thread.  Writes are dropped: a stream never
+    creates, rotates, extends or deletes a session.
+    """
+
+    _blocking_aload = False
+
+    def _get_session(self, no_load: bool = False) -> dict[str, Any]:
+        if (
+            not no_load
+            and not hasattr(self, "_session_cache")
+            and getattr(self, "_session_key", None) is not None
+            and _on_event_loop()
+        ):
+            msg = (
+                "request.session of a StreamRouter auth route is not loaded yet, and loading it "
+                "here would block the event loop; use 'await request.session.aget(key)' or "
+                "'await request.auser()' first (sync access works afterwards)."
+            )
+            raise SynchronousOnlyOperation(msg)
+        data: dict[str, Any] = super()._get_session(no_load)  # type: ignore[misc]
+        return data
+
+    _session = property(_get_session)
+
+    async def aload(self) -> dict[str, Any]:
+        if self._blocking_aload:
+            data: dict[str, Any] = await sync_to_async(self.load)()  # type: ignore[attr-defined]
+            return data
+        data = await super().aload()  # type: ignore[misc]
+        return data
+
+    def save(self, must_create: bool = False) -> None:
+        pass
+
+    async def asave(self, must_create: bool = False) -> None:
+        pass
+
+    def create(self) -> None:
+        pass
+
+    async def acreate(self) -> None:
+        pass
+
+    def delete(self, session_key: str | None = None) -> None:
+        pass
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        pass
+
+
+def _read_only_store() -> type[SessionBase]:
+    """The read-only ``SessionStore`` of ``settings.SESSION_ENGINE``."""
+    from django.apps import apps
+    from django.conf import settings
+    from django.contrib.sessions.backends import file
+
+    if not apps.is_installed("django.contrib.auth"):
+        msg = (
+            "StreamRouter auth routes need 'django.contrib.auth' in INSTALLED_APPS "
+            "(request.auser() loads the user through it)."
+        )
+        raise ImproperlyConfigured(msg)
+    engine = settings.SESSION_ENGINE
+    try:
+        store: type[SessionBase] = import_string(f"{engine}.SessionStore")
+    except ImportError as exc:
+        msg = (
+            f"StreamRouter auth routes need a session engine; SESSION_ENGINE={engine!r} "
+            "has no SessionStore."
+        )
+        raise ImproperlyConfigured(msg) from exc
+    attrs = {"_blocking_aload": issubclass(store, file.SessionStore), "__module__": __name__}
+    read_only: type[SessionBase] = type(
+        f"ReadOnly{store.__name__}", (ReadOnlySession, store), attrs
+    )
+    return read_only
+
+
+class AuthStreamRequest(ASGIRequest):
+    """The request of an ``auth`` route: ``session`` (read-only), ``auser()`` and ``user``."""
+
+    _cached_user: Any = None
+
+    async def auser(self) -> Any:
+        if self._cached_user is None:
+            self._cached_user = await _aget_user(self)
+        return self._cached_user
+
+    @property
+    def user(self) -> Any:
+        if self._cached_user is None:
+            if _on_event_loop():
+                msg = (
+                    "request.user on a StreamRouter route would load the session and the user "
+                    "with blocking I/O on the event loop; use 'user = await request.auser()' "
+                    "(request.user returns that user afterwards)."
+                )
+                raise SynchronousOnlyOperation(msg)
+            from django.contrib.auth import get_user
+
+            self._cached_user = get_user(self)
+        return self._cached_user
+
+    @user.setter
+    def user(self, value: Any) -> None:
+        self._cached_user = value
+
+
+async def _aget_user(request: HttpRequest) -> Any:
+    from django.contrib.auth import SESSION_KEY, aget_user
+    from django.db import close_old_connections
+
+    if await request.session.aget(SESSION_KEY) is None:
+        # Anonymous: no backend, no database (and, without a cookie, no I/O at all).
+        return await aget_user(request)
+    try:
+        return await aget_user(request)
+    finally:
+        # The backend's lookup ran on asgiref's shared thread; without request_finished its
+        # connection would outlive CONN_MAX_AGE, and a broken one would never be replaced.
+        await sync_to_async(close_old_connections)()
+
+
 class StreamRouter:
     """Serve ``routes`` (exact path -> async view) natively; everything else goes to ``app``."""
 
@@ -83,6 +292,7 @@ class StreamRouter:
         routes: Mapping[str, AsyncView],
         *,
         middleware: Iterable[str] | None = None,
+        auth: bool | Iterable[str] = False,
     ) -> None:
         for path, view in routes.items():
             if not path.startswith("/"):
@@ -96,6 +306,10 @@ class StreamRouter:
                 raise ImproperlyConfigured(msg)
         self.app = app
         self.routes = dict(routes)
+        self.auth_paths = _auth_paths(auth, self.routes)
+        self._session_store: type[SessionBase] | None = (
+            _read_only_store() if self.auth_paths else None
+        )
         self.middleware_paths = list(_default_middleware() if middleware is None else middleware)
         self._request_hooks: list[Callable[[HttpRequest], HttpResponseBase | None]] = []
         self._response_hooks: list[Callable[[HttpRequest, HttpResponseBase], HttpResponseBase]]
@@ -113,7 +327,7 @@ class StreamRouter:
 
     def __repr__(self) -> str:
         return (
-            f"<StreamRouter routes={sorted(self.routes)!r} "
+            f"<StreamRouter routes={sorted(self.routes)!r} auth={sorted(self.auth_paths)!r} "
             f"middleware={self.middleware_paths!r} app={self.app!r}>"
         )
 
@@ -141,17 +355,34 @@ class StreamRouter:
             response = hook(request, response)
         return response
 
-    async def _serve(self, view: AsyncView, scope: Scope, receive: Receive, send: Send) -> None:
-        from django.core.handlers.asgi import ASGIRequest
+    def _attach_session(self, request: AuthStreamRequest) -> HttpResponseBase | None:
+        if request.method not in SAFE_METHODS:
+            # No CSRF check runs here: an unsafe method carrying the session cookie stops now.
+            return HttpResponseNotAllowed(sorted(SAFE_METHODS))
+        from django.conf import settings
 
-        request = ASGIRequest(scope, io.BytesIO())
+        assert self._session_store is not None
+        request.session = self._session_store(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+        return None
+
+    async def _serve(self, view: AsyncView, scope: Scope, receive: Receive, send: Send) -> None:
+        auth = scope["path"] in self.auth_paths
+        request = (
+            AuthStreamRequest(scope, io.BytesIO()) if auth else ASGIRequest(scope, io.BytesIO())
+        )
         response = self._request_phase(request)
+        if response is None and isinstance(request, AuthStreamRequest):
+            response = self._attach_session(request)
         if response is None:
             try:
                 response = await view(request)
             except Exception:
                 logger.exception("Stream view %r failed for %s.", view, scope["path"])
                 response = HttpResponse("Server Error (500)", status=500, content_type="text/plain")
+        session = getattr(request, "session", None) if auth else None
+        if session is not None and session.accessed:
+            # What SessionMiddleware does: a response that depends on the session varies on it.
+            patch_vary_headers(response, ("Cookie",))
         response = self._response_phase(request, response)
         # A held stream should not keep the request (META, headers, GET) alive for hours.
         del request
