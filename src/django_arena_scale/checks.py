@@ -15,8 +15,12 @@ Always (``check`` and ``check --deploy``):
   loaded.  ``E006`` an entry of ``ARENA_SCALE_STATUS_ALLOWED_CIDRS`` or
   ``ARENA_SCALE_TRUSTED_PROXIES`` is not an IP network.  ``E007`` cache sessions name a
   ``SESSION_CACHE_ALIAS`` that ``CACHES`` lacks.
-- ``E030`` the readiness deadline is not below the probe timeout.  ``E031`` a duration or count
-  is out of range.  ``W030`` the per-check timeout exceeds the readiness deadline.
+- ``E030`` the readiness deadline is not below the probe timeout (the deployment spec's
+  ``probe_timeout`` when ``ARENA_SCALE_DEPLOY`` is valid, else ``ARENA_SCALE_PROBE_TIMEOUT``).
+  ``E031`` a duration or count is out of range.  ``W030`` the per-check timeout exceeds the
+  readiness deadline.
+- ``W050`` ``ARENA_SCALE_DEPLOY`` is not a valid deployment spec (generate_lb_config would refuse
+  it); the comparisons below are then skipped.
 
 Deploy only (``check --deploy``):
 
@@ -29,6 +33,13 @@ Deploy only (``check --deploy``):
   (its eviction would log users out or drop messages).
 - ``W031`` the readiness cache TTL is so long that an outage is noticed late.
 - ``W040`` a database keeps connections (``CONN_MAX_AGE``) without ``CONN_HEALTH_CHECKS``.
+- With ``ARENA_SCALE_DEPLOY`` set, the configs generate_lb_config renders from it against the
+  app's own settings: ``W051`` the probe prefix differs from ``ARENA_SCALE_PROBE_PREFIX``;
+  ``W052`` ``ARENA_SCALE_SHUTDOWN_HOOK_TIMEOUT`` is not below the spec's
+  ``app_graceful_timeout``; ``W053`` ``ARENA_SCALE_DRAIN_FILE`` is unset or not the path the
+  generated environment sets; ``W054`` an explicit ``ARENA_SCALE_PROBE_TIMEOUT`` differs from
+  the spec's ``probe_timeout``.  Deploy-only because the replicas' settings often come from the
+  environment the generated configs set: run it with the production environment.
 """
 
 from __future__ import annotations
@@ -38,13 +49,16 @@ import functools
 import ipaddress
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from django_arena_scale import redis as redis_helpers
 from django_arena_scale.conf import PREFIX, SETTINGS, conf
+
+if TYPE_CHECKING:
+    from django_arena_scale.deploy.spec import DeploymentSpec
 
 TAG = "django_arena_scale"
 PROBE_MIDDLEWARE = "django_arena_scale.middleware.ProbeMiddleware"
@@ -468,18 +482,37 @@ def check_ranges(app_configs: Any = None, **kwargs: Any) -> Messages:
     return messages
 
 
+def _probe_timeout() -> tuple[float | None, str]:
+    """The timeout probes get and the setting it comes from.
+
+    With a valid ``ARENA_SCALE_DEPLOY`` that is the spec's ``probe_timeout``: the generated
+    nginx locations, compose healthchecks and Kubernetes probes all use it.
+    """
+    spec = _deploy_spec()
+    if spec is not None:
+        return float(spec.probe_timeout), _spec_field("probe_timeout", f"{spec.probe_timeout} s")
+    probe = _in_range("PROBE_TIMEOUT")
+    return probe, f"{PREFIX}PROBE_TIMEOUT ({probe or 0:g} s)"
+
+
 @register(TAG)
 @_safe
 def check_ready_deadline(app_configs: Any = None, **kwargs: Any) -> Messages:
-    deadline, probe = _in_range("READY_DEADLINE"), _in_range("PROBE_TIMEOUT")
+    deadline = _in_range("READY_DEADLINE")
+    probe, source = _probe_timeout()
     if deadline is None or probe is None or deadline < probe:
         return []
+    raise_it = (
+        f"raise {PREFIX}DEPLOY['probe_timeout'] and re-run generate_lb_config"
+        if source.startswith(f"{PREFIX}DEPLOY")
+        else f"raise the probe's timeout and {PREFIX}PROBE_TIMEOUT together"
+    )
     return [
         Error(
-            f"{PREFIX}READY_DEADLINE ({deadline:g} s) must be below {PREFIX}PROBE_TIMEOUT "
-            f"({probe:g} s), or the load balancer gives up before /ready/ answers.",
+            f"{PREFIX}READY_DEADLINE ({deadline:g} s) must be below {source}, or the load "
+            f"balancer gives up before /ready/ answers.",
             hint=f"Set {PREFIX}READY_DEADLINE = {round(probe * 0.8, 3):g} (0.8 x the probe "
-            f"timeout), or raise the probe's timeout and {PREFIX}PROBE_TIMEOUT together.",
+            f"timeout), or {raise_it}.",
             obj=f"{PREFIX}READY_DEADLINE",
             id="django_arena_scale.E030",
         )
@@ -517,6 +550,194 @@ def check_cache_ttl(app_configs: Any = None, **kwargs: Any) -> Messages:
             "is already shared by all concurrent probes.",
             obj=f"{PREFIX}CHECK_CACHE_TTL",
             id="django_arena_scale.W031",
+        )
+    ]
+
+
+# --- the deployment spec agrees with the app ----------------------------------------------------
+# generate_lb_config renders probe paths, timeouts and the drain file from the DeploymentSpec;
+# the replicas run with this project's ARENA_SCALE_* settings.  Nothing else ties the two, so
+# these checks compare them whenever ARENA_SCALE_DEPLOY is set (the spec is built as the command
+# builds it, without its command-line overrides).
+
+
+def _deploy_mapping() -> Mapping[str, Any] | None:
+    """``ARENA_SCALE_DEPLOY`` when set to a non-empty dict (E002 reports another type)."""
+    value = conf.raw("DEPLOY")
+    if not SETTINGS["DEPLOY"].accepts(value) or not value:
+        return None
+    return value  # type: ignore[no-any-return]
+
+
+def _deploy_spec_or_error() -> tuple[DeploymentSpec | None, str | None]:
+    """(spec, None), (None, why the spec is invalid), or (None, None) when not set."""
+    mapping = _deploy_mapping()
+    if mapping is None:
+        return None, None
+    from django_arena_scale.deploy.spec import DeploymentSpec
+
+    try:
+        return DeploymentSpec.from_sources(None, mapping), None
+    except (TypeError, ValueError) as exc:  # SpecError is a ValueError
+        text = str(exc)
+        return None, text if len(text) <= 300 else text[:297] + "..."
+
+
+def _deploy_spec() -> DeploymentSpec | None:
+    """The spec generate_lb_config renders, or None when unset or invalid (W050 says why)."""
+    return _deploy_spec_or_error()[0]
+
+
+def _spec_field(name: str, shown: str) -> str:
+    """How a message names a spec field and its value, saying when it is the default."""
+    mapping = _deploy_mapping() or {}
+    key = f"{PREFIX}DEPLOY[{name!r}]"
+    return f"{key} ({shown})" if name in mapping else f"{key} ({shown}, the default)"
+
+
+def _explicit(name: str) -> bool:
+    """Whether the settings define ``ARENA_SCALE_<name>`` (rather than relying on the default)."""
+    return f"{PREFIX}{name}" in conf.names_in_settings()
+
+
+@register(TAG)
+@_safe
+def check_deploy_spec(app_configs: Any = None, **kwargs: Any) -> Messages:
+    _, error = _deploy_spec_or_error()
+    if error is None:
+        return []
+    return [
+        Warning(
+            f"{PREFIX}DEPLOY is not a valid deployment spec: {error} generate_lb_config "
+            f"refuses it, and the checks that compare it with the app's settings are skipped.",
+            hint="Fix that key of ARENA_SCALE_DEPLOY; `manage.py generate_lb_config --help` "
+            "lists every field with its default and range.",
+            obj=f"{PREFIX}DEPLOY",
+            id="django_arena_scale.W050",
+        )
+    ]
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_deploy_probe_prefix(app_configs: Any = None, **kwargs: Any) -> Messages:
+    spec = _deploy_spec()
+    if spec is None or not SETTINGS["PROBE_PREFIX"].accepts(conf.raw("PROBE_PREFIX")):
+        return []
+    app, generated = conf.PROBE_PREFIX, spec.probe_prefix
+    if app == generated:
+        return []
+    return [
+        Warning(
+            f"ProbeMiddleware answers under {PREFIX}PROBE_PREFIX {app!r} ({app}ready/), but the "
+            f"configs generated from {_spec_field('probe_prefix', repr(generated))} probe "
+            f"{spec.probe_paths['ready']}: nginx, the compose healthchecks and the Kubernetes "
+            f"probes get no probe answer and take every replica out.",
+            hint=f"Set {PREFIX}DEPLOY['probe_prefix'] = {app!r} and re-run `manage.py "
+            f"generate_lb_config`, or, if the probes must move, {PREFIX}PROBE_PREFIX = "
+            f"{generated!r} (the generated configs also pass it in the environment).",
+            obj=f"{PREFIX}PROBE_PREFIX",
+            id="django_arena_scale.W051",
+        )
+    ]
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_deploy_shutdown_budget(app_configs: Any = None, **kwargs: Any) -> Messages:
+    spec = _deploy_spec()
+    hook = _in_range("SHUTDOWN_HOOK_TIMEOUT")
+    if spec is None or hook is None or hook < spec.app_graceful_timeout:
+        return []
+    budget = spec.app_graceful_timeout
+    return [
+        Warning(
+            f"{PREFIX}SHUTDOWN_HOOK_TIMEOUT ({hook:g} s per hook) is not below "
+            f"{_spec_field('app_graceful_timeout', f'{budget} s')}, the time the generated "
+            f"configs give the app to end its streams and run its shutdown hooks before the "
+            f"server's graceful_timeout ({spec.graceful_timeout} s) kills the workers: one slow "
+            f"hook takes the whole budget and later hooks never run.",
+            hint=f"Set {PREFIX}SHUTDOWN_HOOK_TIMEOUT = {round(budget / 4, 3):g} (a quarter of "
+            f"the app's budget), or raise {PREFIX}DEPLOY['app_graceful_timeout'] (with "
+            f"graceful_timeout above it) and re-run `manage.py generate_lb_config`.",
+            obj=f"{PREFIX}SHUTDOWN_HOOK_TIMEOUT",
+            id="django_arena_scale.W052",
+        )
+    ]
+
+
+def _generated_drain_files(spec: DeploymentSpec) -> dict[str, str]:
+    """Where the generated configs set ``ARENA_SCALE_DRAIN_FILE``: file -> path."""
+    from django_arena_scale.deploy import k8s
+
+    found = {
+        "docker-compose.yml": spec.app_environment.get(f"{PREFIX}DRAIN_FILE"),
+        "the Kubernetes ConfigMap": k8s.config_map_env(spec).get(f"{PREFIX}DRAIN_FILE"),
+    }
+    return {where: path for where, path in found.items() if path}
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_deploy_drain_file(app_configs: Any = None, **kwargs: Any) -> Messages:
+    spec = _deploy_spec()
+    # The local variant's runner gives every replica a drain file of its own at start.
+    if spec is None or spec.target != "compose":
+        return []
+    if not SETTINGS["DRAIN_FILE"].accepts(conf.raw("DRAIN_FILE")):
+        return []
+    generated = _generated_drain_files(spec)
+    value = conf.DRAIN_FILE
+    if not generated or value in generated.values():
+        return []
+    shown = ", ".join(f"{path!r} in {where}" for where, path in generated.items())
+    if value is None:
+        problem = (
+            f"{PREFIX}DRAIN_FILE is not set, but the configs generated from {PREFIX}DEPLOY "
+            f"drain a replica with `manage.py drain on` (deploy.sh, the Kubernetes preStop "
+            f"hook) and pass the path in its environment ({shown}): the drain fails and open "
+            f"streams are cut at SIGTERM instead of reconnecting elsewhere."
+        )
+    else:
+        problem = (
+            f"{PREFIX}DRAIN_FILE is {_shown('DRAIN_FILE', value)}, not the path the configs "
+            f"generated from {PREFIX}DEPLOY set in the replicas' environment ({shown}): the "
+            f"settings override that variable, so the drain file is not where the generated "
+            f"configs expect it (on Kubernetes the root file system is read-only: only the "
+            f"mounted volumes are writable)."
+        )
+    return [
+        Warning(
+            problem,
+            hint=f"Read it from the environment in settings: {PREFIX}DRAIN_FILE = "
+            f"os.environ.get({PREFIX + 'DRAIN_FILE'!r}), and run `manage.py check --deploy` "
+            "with the production environment.",
+            obj=f"{PREFIX}DRAIN_FILE",
+            id="django_arena_scale.W053",
+        )
+    ]
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_deploy_probe_timeout(app_configs: Any = None, **kwargs: Any) -> Messages:
+    spec = _deploy_spec()
+    declared = _in_range("PROBE_TIMEOUT")
+    if spec is None or declared is None or not _explicit("PROBE_TIMEOUT"):
+        return []
+    if declared == spec.probe_timeout:
+        return []
+    return [
+        Warning(
+            f"{PREFIX}PROBE_TIMEOUT is {declared:g} s, but the configs generated from "
+            f"{_spec_field('probe_timeout', f'{spec.probe_timeout} s')} give probes that "
+            f"long (nginx probe locations, compose healthchecks, Kubernetes timeoutSeconds); the "
+            f"readiness "
+            f"deadline check (E030) uses the spec's value.",
+            hint=f"Set {PREFIX}PROBE_TIMEOUT = {spec.probe_timeout} or remove it; change the "
+            f"probes' timeout with {PREFIX}DEPLOY['probe_timeout'].",
+            obj=f"{PREFIX}PROBE_TIMEOUT",
+            id="django_arena_scale.W054",
         )
     ]
 
