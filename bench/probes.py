@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -35,6 +34,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 ASGI_WORKER = "uvicorn_worker.UvicornWorker"
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project"), str(ROOT / "bench")]
+
+from bench._load import wrk  # noqa: E402
 
 from tests.servers import RedisServer, free_port, wait_for_port  # noqa: E402
 
@@ -113,35 +114,6 @@ def _status(url: str) -> int:
         return int(exc.code)
 
 
-def wrk(url: str, *, duration: float, connections: int) -> tuple[float, int]:
-    """(requests/s, requests) reported by wrk; fails if any answer was not 2xx/3xx."""
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            "1",
-            "-c",
-            str(connections),
-            "-d",
-            f"{max(1, round(duration))}s",
-            "-H",
-            "Accept: application/json",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 30,
-    ).stdout
-    if "Non-2xx or 3xx responses" in out:
-        raise SystemExit(f"non-2xx answers from {url}:\n{out}")
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if rate is None or total is None:
-        raise SystemExit(f"cannot parse wrk output for {url}:\n{out}")
-    return float(rate.group(1)), int(total.group(1))
-
-
 class Samples:
     """req/s and server CPU microseconds per request, per path."""
 
@@ -159,12 +131,15 @@ def measure(
     shared with other jobs it is a steadier measure of a probe's cost than throughput.
     """
     samples = Samples(paths)
+    accept = ["Accept: application/json"]
     for path in paths:  # warm up: imports, pools, first check evaluation
-        wrk(server.url(path), duration=1, connections=connections)
+        wrk(server.url(path), duration=1, connections=connections, headers=accept)
     for i in range(rounds):
         for path in paths if i % 2 == 0 else list(reversed(paths)):
             cpu_before = server.cpu_seconds()
-            rate, total = wrk(server.url(path), duration=duration, connections=connections)
+            rate, total = wrk(
+                server.url(path), duration=duration, connections=connections, headers=accept
+            )
             cpu = server.cpu_seconds() - cpu_before
             samples.rps[path].append(rate)
             samples.cpu_us[path].append(cpu / max(1, total) * 1e6)

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import csv
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -44,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
 
+from bench._load import UNLIMITED, wrk  # noqa: E402
+
 from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
 from django_arena_scale.stack.runner import (  # noqa: E402
     LocalStack,
@@ -51,15 +52,6 @@ from django_arena_scale.stack.runner import (  # noqa: E402
     free_port_range,
     http_get,
 )
-
-UNLIMITED = {
-    "rate_general": 100_000,
-    "burst_general": 100_000,
-    "rate_stream": 100_000,
-    "burst_stream": 100_000,
-    "rate_auth": 100_000,
-    "conn_per_ip": 65_535,
-}
 
 
 @contextlib.contextmanager
@@ -94,22 +86,6 @@ def running_stack(**spec: Any) -> Iterator[LocalStack]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def wrk(url: str, duration: int = 5, connections: int = 32, threads: int = 1) -> float:
-    out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 30,
-    ).stdout
-    if "Non-2xx or 3xx responses" in out:
-        raise SystemExit(f"non-2xx answers from {url}:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
-        raise SystemExit(f"cannot parse wrk output:\n{out}")
-    return float(match.group(1))
-
-
 def rss_kib(pid: int) -> int:
     """Resident memory (KiB) of ``pid`` and all its descendants."""
     import psutil
@@ -128,13 +104,13 @@ def bench_ratio(rounds: int) -> None:
         replica = stack.replicas["web-1"]
         direct_url = f"http://127.0.0.1:{replica.port}/api/ping/"
         nginx_url = f"{stack.url}api/ping/"
-        wrk(direct_url, 2)
-        wrk(nginx_url, 2)
+        wrk(direct_url, duration=2, connections=32)
+        wrk(nginx_url, duration=2, connections=32)
         direct, via = [], []
         for i in range(rounds):
             order = [(direct, direct_url), (via, nginx_url)]
             for sink, url in order if i % 2 == 0 else reversed(order):
-                sink.append(wrk(url))
+                sink.append(wrk(url, duration=5, connections=32).rps)
     d, n = statistics.median(direct), statistics.median(via)
     print(
         f"ratio: /api/ping/ (1 replica, gthread 2 workers x 4 threads, wrk -c32, {rounds} "
@@ -295,15 +271,17 @@ def bench_storm(duration: int, rounds: int = 3) -> None:
         replica = stack.replicas["web-1"]
         path = "messages/stream/?tokens=1&delay=0"
         direct_url = f"http://127.0.0.1:{replica.port}/{path}"
-        wrk(direct_url, 2, 64)
+        ping_url = f"http://127.0.0.1:{replica.port}/api/ping/"
+        wrk(direct_url, duration=2, connections=64)
         for _ in range(rounds):
-            directs.append(wrk(direct_url, duration, 64))
-            vias.append(wrk(f"{stack.url}{path}", duration, 64))
-            pings.append(wrk(f"http://127.0.0.1:{replica.port}/api/ping/", duration, 64))
+            directs.append(wrk(direct_url, duration=duration, connections=64).rps)
+            vias.append(wrk(f"{stack.url}{path}", duration=duration, connections=64).rps)
+            pings.append(wrk(ping_url, duration=duration, connections=64).rps)
     with bare_server() as (port, _):
-        wrk(f"http://127.0.0.1:{port}/", 2, 64)
+        bare_url = f"http://127.0.0.1:{port}/"
+        wrk(bare_url, duration=2, connections=64)
         for _ in range(rounds):
-            bares.append(wrk(f"http://127.0.0.1:{port}/", duration, 64))
+            bares.append(wrk(bare_url, duration=duration, connections=64).rps)
     direct, via = statistics.median(directs), statistics.median(vias)
     ping, bare = statistics.median(pings), statistics.median(bares)
     print(

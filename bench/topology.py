@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,18 +34,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 
+from bench._load import UNLIMITED, wrk  # noqa: E402
+
 from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
 from django_arena_scale.stack.runner import LocalStack, StackOptions, free_port_range  # noqa: E402
 
-UNLIMITED = {
-    "rate_general": 100_000,
-    "burst_general": 100_000,
-    "rate_stream": 100_000,
-    "burst_stream": 100_000,
-    "rate_auth": 100_000,
-    "conn_per_ip": 65535,
-    "max_conns": 1000,
-}
 TOPOLOGIES: dict[str, dict[str, Any]] = {
     "single": {"topology": "single", "replicas": 2, "workers": 1, "threads": 8},
     "split": {
@@ -74,24 +65,9 @@ def make_spec(topology: str) -> DeploymentSpec:
         local_redis_port=base + 2,
         local_base_port=base + 3,
         **UNLIMITED,
+        max_conns=1000,
         **TOPOLOGIES[topology],
     )
-
-
-def wrk(url: str, duration: int, connections: int) -> float:
-    out = subprocess.run(
-        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=duration + 30,
-    ).stdout
-    if "Non-2xx or 3xx responses" in out:
-        raise SystemExit(f"non-2xx answers from {url}:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if match is None:
-        raise SystemExit(f"cannot parse wrk output:\n{out}")
-    return float(match.group(1))
 
 
 class StreamLoad:
@@ -165,11 +141,11 @@ def run_round(topology: str, args: argparse.Namespace, workdir: Path) -> dict[st
     try:
         stack.start()
         url = f"http://127.0.0.1:{spec.local_port}/api/ping/"
-        wrk(url, 1, args.connections)  # warm-up
-        idle = wrk(url, args.duration, args.connections)
+        wrk(url, duration=1, connections=args.connections)  # warm-up
+        idle = wrk(url, duration=args.duration, connections=args.connections).rps
         with StreamLoad(spec.local_port, args.streams, 20, 0.05) as load:
             time.sleep(1.0)  # let the streams ramp up
-            loaded = wrk(url, args.duration, args.connections)
+            loaded = wrk(url, duration=args.duration, connections=args.connections).rps
             time.sleep(0.5)
         ttft = sorted(load.ttft) or [float("nan")]
         return {

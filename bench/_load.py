@@ -1,0 +1,59 @@
+"""The one ``wrk`` runner the benchmark scripts share (bench/stack.py, topology.py, probes.py)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Sequence
+from typing import NamedTuple
+
+#: DeploymentSpec fields that lift nginx's per-client limits: every load generator here is one
+#: client IP (127.0.0.1), so the limits would measure nginx's limiter, not the stack.
+UNLIMITED = {
+    "rate_general": 100_000,
+    "burst_general": 100_000,
+    "rate_stream": 100_000,
+    "burst_stream": 100_000,
+    "rate_auth": 100_000,
+    "conn_per_ip": 65_535,
+}
+
+
+class WrkResult(NamedTuple):
+    """What one ``wrk`` run reported."""
+
+    rps: float
+    requests: int
+
+
+def wrk(
+    url: str,
+    *,
+    duration: float,
+    connections: int,
+    threads: int = 1,
+    headers: Sequence[str] = (),
+) -> WrkResult:
+    """Load ``url`` for ``duration`` seconds (whole seconds, at least 1); exits on any non-2xx/3xx.
+
+    A benchmark whose load got errors measures the error path, not the endpoint, so it stops
+    instead of printing a figure.
+    """
+    seconds = max(1, round(duration))
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s"]
+    for header in headers:
+        command += ["-H", header]
+    out = subprocess.run(
+        [*command, url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    if "Non-2xx or 3xx responses" in out:
+        raise SystemExit(f"non-2xx answers from {url}:\n{out}")
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rate is None or total is None:
+        raise SystemExit(f"cannot parse wrk output for {url}:\n{out}")
+    return WrkResult(float(rate.group(1)), int(total.group(1)))
