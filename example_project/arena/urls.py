@@ -11,4 +11,5 @@ urlpatterns = [
     path("api/whoami/", views.whoami, name="whoami"),
     path("api/messages/", views.messages, name="messages"),
     path("messages/stream/", views.stream, name="stream"),
+    path("messages/stream/mine/", views.my_stream, name="my_stream"),
 ]

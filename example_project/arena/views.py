@@ -149,9 +149,11 @@ def _sse_response(content: Iterator[bytes] | AsyncIterator[bytes]) -> StreamingH
 
 
 async def _events_async(
-    first: str | None, agen: AsyncIterator[str], *, start: int = 0
+    first: str | None, agen: AsyncIterator[str], *, start: int = 0, prelude: bytes = b""
 ) -> AsyncIterator[bytes]:
     index = start
+    if prelude:
+        yield prelude
     try:
         if first is not None:
             yield sse_event("token", {"index": index, "token": first}, event_id=index)
@@ -167,9 +169,12 @@ async def _events_async(
 
 
 def _events_blocking(
-    first: str | None, agen: AsyncIterator[str], loop: asyncio.AbstractEventLoop
+    first: str | None,
+    agen: AsyncIterator[str],
+    loop: asyncio.AbstractEventLoop,
+    prelude: bytes = b"",
 ) -> Iterator[bytes]:
-    events = _events_async(first, agen)
+    events = _events_async(first, agen, prelude=prelude)
     try:
         while True:
             try:
@@ -182,7 +187,9 @@ def _events_blocking(
         loop.close()
 
 
-def _stream_wsgi(count: int, delay: float, sim: llm.Simulation) -> HttpResponse:
+def _stream_wsgi(
+    count: int, delay: float, sim: llm.Simulation, prelude: bytes = b""
+) -> HttpResponse:
     # Django would buffer an async iterator under WSGI; a private loop in this worker thread
     # keeps the stream incremental.
     loop = asyncio.new_event_loop()
@@ -195,18 +202,35 @@ def _stream_wsgi(count: int, delay: float, sim: llm.Simulation) -> HttpResponse:
         loop.close()
         return _upstream_error(exc)
     # A draining replica ends the stream with a reconnect event (retry:) between tokens.
-    return _sse_response(drain_aware_sse_sync(_events_blocking(first, agen, loop)))
+    return _sse_response(drain_aware_sse_sync(_events_blocking(first, agen, loop, prelude)))
 
 
 @require_GET
 async def stream(request: HttpRequest) -> HttpResponse:
     """Server-sent events: one ``token`` event per simulated LLM token, then ``done``."""
+    return await _token_stream(request)
+
+
+@require_GET
+async def my_stream(request: HttpRequest) -> HttpResponse:
+    """The token stream of the logged-in user: a ``user`` event first; 401 when anonymous.
+
+    Served by ``StreamRouter(..., auth=[...])`` on the event loop (no session middleware there):
+    ``await request.auser()`` reads the session without blocking it.
+    """
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": "authentication required"}, status=401)
+    return await _token_stream(request, prelude=sse_event("user", {"user": user.get_username()}))
+
+
+async def _token_stream(request: HttpRequest, *, prelude: bytes = b"") -> HttpResponse:
     try:
         count, delay, sim = _stream_params(request)
     except ValueError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     if isinstance(request, WSGIRequest):
-        return await sync_to_async(_stream_wsgi)(count, delay, sim)
+        return await sync_to_async(_stream_wsgi)(count, delay, sim, prelude)
     agen = llm.stream_tokens(count, delay=delay, simulation=sim)
     try:
         first: str | None = await agen.__anext__()  # type: ignore[attr-defined]
@@ -216,4 +240,4 @@ async def stream(request: HttpRequest) -> HttpResponse:
         # Failing before the first token lets the client see a real status and retry.
         return _upstream_error(exc)
     # A draining replica ends the stream with a reconnect event (retry:) at once.
-    return _sse_response(drain_aware_sse(_events_async(first, agen)))
+    return _sse_response(drain_aware_sse(_events_async(first, agen, prelude=prelude)))
