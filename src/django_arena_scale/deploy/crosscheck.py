@@ -2,9 +2,10 @@
 
 Reads the rendered text back (not the spec), so a renderer bug that makes two files disagree
 is caught: every nginx upstream ``server`` is an app service in docker-compose.yml and back,
-the timeout chain holds across gunicorn, nginx and compose, listen ports are unique, and no
-``environment`` entry looks like a secret.  Pure Python, no YAML library needed: the generated
-files have a fixed layout.
+the timeout chain holds across gunicorn, nginx and compose, listen ports are unique, no
+``environment`` entry looks like a secret, and the probe prefix and timeout passed to the app
+(compose ``environment``, the Kubernetes ConfigMap) are those of the nginx and kubelet
+probes.  Pure Python, no YAML library needed: the generated files have a fixed layout.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def problems(spec: DeploymentSpec, files: Mapping[str, str]) -> list[str]:
         for service in sorted(services - nginx_hosts):
             found.append(f"compose app service {service!r} is not an nginx server")
         found += _compose_environment(files.get("docker-compose.yml", ""))
+        found += _probe_settings(files, nginx_conf)
     found += _chain(spec, files, nginx_conf)
     listens = [(m.group(1) or "*", int(m.group(2))) for m in _LISTEN.finditer(nginx_conf)]
     if len(set(listens)) != len(listens):
@@ -106,6 +108,52 @@ def _compose_environment(compose: str) -> list[str]:
             key = stripped.split(":", 1)[0]
             if _SECRET.search(key):
                 found.append(f"docker-compose.yml puts {key!r} inline; secrets go in env_file")
+    return found
+
+
+K8S_CONFIG_MAP = "k8s/10-configmap.yaml"
+_K8S_READINESS = re.compile(
+    r"^\s+readinessProbe:\n\s+httpGet:\n\s+path: (\S+)\n(?:\s+.*\n)*?\s+timeoutSeconds: (\d+)$",
+    re.M,
+)
+
+
+def _env_value(text: str, name: str) -> str | None:
+    match = re.search(rf'^\s+{name}: "?([^"\n]*)"?$', text, re.M)
+    return match.group(1) if match else None
+
+
+def _probe_settings(files: Mapping[str, str], nginx_conf: str) -> list[str]:
+    """ARENA_SCALE_PROBE_PREFIX / _TIMEOUT given to the app match the probes that use them."""
+    found: list[str] = []
+    k8s_probes = [
+        (path, m.group(1), m.group(2))
+        for path, text in sorted(files.items())
+        if path.startswith("k8s/30-deployment-")
+        for m in _K8S_READINESS.finditer(text)
+    ]
+    if K8S_CONFIG_MAP in files and not k8s_probes:
+        found.append("no k8s/30-deployment-*.yaml has a readinessProbe with a path")
+    for where in ("docker-compose.yml", K8S_CONFIG_MAP):
+        text = files.get(where)
+        if text is None:
+            continue
+        prefix = _env_value(text, "ARENA_SCALE_PROBE_PREFIX")
+        timeout = _env_value(text, "ARENA_SCALE_PROBE_TIMEOUT")
+        if prefix is None or timeout is None:
+            found.append(f"{where} does not pass ARENA_SCALE_PROBE_PREFIX/_TIMEOUT to the app")
+            continue
+        ready = re.search(rf"location = {re.escape(prefix)}ready/ \{{([^}}]*)\}}", nginx_conf)
+        if ready is None:
+            found.append(f"{where}: nginx.conf has no location = {prefix}ready/")
+        elif f"proxy_read_timeout {timeout}s;" not in ready.group(1):
+            found.append(f"{where}: probe timeout {timeout}s is not nginx's {prefix}ready/ one")
+        for path, probe_path, probe_timeout in k8s_probes:
+            if (probe_path, probe_timeout) != (f"{prefix}ready/", timeout):
+                found.append(
+                    f"{where}: probes {prefix}ready/ in {timeout}s but {path}'s readinessProbe "
+                    f"{probe_path} in {probe_timeout}s"
+                )
     return found
 
 
