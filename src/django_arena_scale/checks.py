@@ -38,8 +38,10 @@ Deploy only (``check --deploy``):
   ``W052`` ``ARENA_SCALE_SHUTDOWN_HOOK_TIMEOUT`` is not below the spec's
   ``app_graceful_timeout``; ``W053`` ``ARENA_SCALE_DRAIN_FILE`` is unset or not the path the
   generated environment sets; ``W054`` an explicit ``ARENA_SCALE_PROBE_TIMEOUT`` differs from
-  the spec's ``probe_timeout``.  Deploy-only because the replicas' settings often come from the
-  environment the generated configs set: run it with the production environment.
+  the spec's ``probe_timeout``; ``W055`` ``STATIC_URL`` / ``STATIC_ROOT`` are not where the
+  generated nginx serves and the compose static volume is mounted.  Deploy-only because the
+  replicas' settings often come from the environment the generated configs set: run it with the
+  production environment.
 """
 
 from __future__ import annotations
@@ -740,6 +742,56 @@ def check_deploy_probe_timeout(app_configs: Any = None, **kwargs: Any) -> Messag
             id="django_arena_scale.W054",
         )
     ]
+
+
+def _static_url(value: Any) -> str | None:
+    """STATIC_URL as the path nginx sees, or None when it is elsewhere (a CDN) or unset."""
+    if not isinstance(value, str) or not value or value.startswith(("http://", "https://", "//")):
+        return None
+    # Django serves a relative STATIC_URL under SCRIPT_NAME, '/' behind the generated nginx.
+    return value if value.startswith("/") else "/" + value
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_deploy_static_files(app_configs: Any = None, **kwargs: Any) -> Messages:
+    from django.apps import apps
+
+    spec = _deploy_spec()
+    if spec is None or not apps.is_installed("django.contrib.staticfiles"):
+        return []
+    messages: Messages = []
+    url = _static_url(_setting("STATIC_URL"))
+    if url is not None and url != spec.static_url:
+        messages.append(
+            Warning(
+                f"STATIC_URL is {_setting('STATIC_URL')!r}, but the nginx generated from "
+                f"{_spec_field('static_url', repr(spec.static_url))} serves the collected "
+                f"static files there: pages link to files nginx passes on to Django, which does "
+                f"not serve them in production.",
+                hint=f"Set {PREFIX}DEPLOY['static_url'] = {url!r} and re-run `manage.py "
+                f"generate_lb_config`, or STATIC_URL = {spec.static_url!r}.",
+                obj="STATIC_URL",
+                id="django_arena_scale.W055",
+            )
+        )
+    root = _setting("STATIC_ROOT")
+    # Only the compose target mounts a static volume (the local variant serves its own dir).
+    if spec.target == "compose" and str(root or "").rstrip("/") != spec.static_root.rstrip("/"):
+        messages.append(
+            Warning(
+                f"STATIC_ROOT is {'not set' if root is None else repr(str(root))}, but "
+                f"docker-compose.yml generated "
+                f"from {_spec_field('static_root', repr(spec.static_root))} mounts the static "
+                f"volume nginx serves there: collectstatic (deploy.sh) does not fill the "
+                f"directory nginx serves.",
+                hint=f"Set STATIC_ROOT = {spec.static_root!r}, or {PREFIX}DEPLOY['static_root'] "
+                "to your STATIC_ROOT and re-run `manage.py generate_lb_config`.",
+                obj="STATIC_ROOT",
+                id="django_arena_scale.W055",
+            )
+        )
+    return messages
 
 
 # --- several replicas: per-process state --------------------------------------------------------

@@ -271,3 +271,64 @@ def test_checks_deploy_spec_matching_settings_are_clean() -> None:
     """A spec that agrees with the settings adds no message to the tests' clean settings."""
     found = ids(run_ours())
     assert [i for i in found if i.startswith("django_arena_scale.W05")] == []
+
+
+# --- W055: static files --------------------------------------------------------------------------
+
+WITH_STATICFILES = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "django_arena_scale",
+]
+STATIC_OK = {
+    **QUIET,
+    "ARENA_SCALE_DEPLOY": DEPLOY,
+    "INSTALLED_APPS": WITH_STATICFILES,
+    "STATIC_URL": DEFAULT_SPEC.static_url,
+    "STATIC_ROOT": DEFAULT_SPEC.static_root,
+}
+
+
+def test_check_w055_matching_static_settings_are_fine() -> None:
+    """STATIC_URL and STATIC_ROOT where the generated nginx and volume are raise nothing."""
+    with override_settings(**STATIC_OK):
+        assert checks.check_deploy_static_files() == []
+
+
+def test_check_w055_relative_static_url_is_fine() -> None:
+    """A relative STATIC_URL ('static/') is the same path behind the generated nginx."""
+    with override_settings(**{**STATIC_OK, "STATIC_URL": DEFAULT_SPEC.static_url.lstrip("/")}):
+        assert checks.check_deploy_static_files() == []
+
+
+def test_check_w055_static_url_differs() -> None:
+    """A STATIC_URL nginx does not serve from the collected files is W055."""
+    with override_settings(**{**STATIC_OK, "STATIC_URL": "/assets/"}):
+        messages = checks.check_deploy_static_files()
+    assert ids(messages) == ["django_arena_scale.W055"]
+    assert "STATIC_URL is '/assets/'" in messages[0].msg
+    assert "ARENA_SCALE_DEPLOY['static_url'] = '/assets/'" in (messages[0].hint or "")
+
+
+def test_check_w055_static_root_differs() -> None:
+    """A STATIC_ROOT other than the mounted static volume is W055."""
+    with override_settings(**{**STATIC_OK, "STATIC_ROOT": "/srv/static"}):
+        messages = checks.check_deploy_static_files()
+    assert ids(messages) == ["django_arena_scale.W055"]
+    assert "STATIC_ROOT is '/srv/static'" in messages[0].msg
+    assert repr(DEFAULT_SPEC.static_root) in messages[0].msg
+
+
+def test_check_w055_cdn_static_url_is_fine() -> None:
+    """Static files on another host are not nginx's business."""
+    with override_settings(**{**STATIC_OK, "STATIC_URL": "https://cdn.example.com/static/"}):
+        assert checks.check_deploy_static_files() == []
+
+
+def test_check_w055_needs_staticfiles() -> None:
+    """Without django.contrib.staticfiles there is nothing to collect or serve."""
+    apps = [app for app in WITH_STATICFILES if app != "django.contrib.staticfiles"]
+    with override_settings(**{**STATIC_OK, "INSTALLED_APPS": apps, "STATIC_URL": "/assets/"}):
+        assert checks.check_deploy_static_files() == []
