@@ -9,7 +9,10 @@ ALLOWED_HOSTS        comma-separated; default localhost,127.0.0.1,[::1]
 ARENA_HTTPS          1 behind a TLS-terminating proxy: secure cookies, HTTPS redirect, HSTS
 ARENA_SCALE_*        any django-arena-scale setting, e.g. ARENA_SCALE_REPLICAS=3,
                      ARENA_SCALE_DRAIN_FILE=/tmp/drain, ARENA_SCALE_STATUS_TOKEN=...
-                     (lists and dicts as JSON)
+                     (lists and dicts as JSON).  The compose file and Kubernetes ConfigMap
+                     that generate_lb_config renders set ARENA_SCALE_DRAIN_FILE,
+                     _PROBE_PREFIX, _PROBE_TIMEOUT and _REPLICAS, so the app follows the
+                     spec; `manage.py check --deploy` warns where it does not (W051-W055).
 ARENA_TOKEN_DELAY    seconds between simulated LLM tokens (default 0.05)
 ARENA_SIMULATE       default failure mode of the simulated LLM (see arena/llm.py)
 """
