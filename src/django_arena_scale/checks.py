@@ -670,10 +670,10 @@ def check_deploy_shutdown_budget(app_configs: Any = None, **kwargs: Any) -> Mess
 
 def _generated_drain_files(spec: DeploymentSpec) -> dict[str, str]:
     """Where the generated configs set ``ARENA_SCALE_DRAIN_FILE``: file -> path."""
-    from django_arena_scale.deploy import compose, k8s
+    from django_arena_scale.deploy import k8s
 
     found = {
-        "docker-compose.yml": compose.app_environment(spec).get(f"{PREFIX}DRAIN_FILE"),
+        "docker-compose.yml": spec.app_environment.get(f"{PREFIX}DRAIN_FILE"),
         "the Kubernetes ConfigMap": k8s.config_map_env(spec).get(f"{PREFIX}DRAIN_FILE"),
     }
     return {where: path for where, path in found.items() if path}

@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 
 from django_arena_scale.conf import PREFIX, SETTINGS
-from django_arena_scale.deploy import compose, k8s, render_all
+from django_arena_scale.deploy import k8s, render_all
 from django_arena_scale.deploy.crosscheck import K8S_CONFIG_MAP, problems
 from django_arena_scale.deploy.spec import DeploymentSpec
 
@@ -24,7 +24,7 @@ def rendered(spec: DeploymentSpec) -> dict[str, str]:
 @pytest.mark.parametrize("spec", [DeploymentSpec(), MOVED], ids=["defaults", "moved"])
 def test_render_app_environment_carries_the_probe_settings(spec: DeploymentSpec) -> None:
     """docker-compose.yml's app environment has the spec's probe prefix and timeout."""
-    env = compose.app_environment(spec)
+    env = spec.app_environment
     assert (env["ARENA_SCALE_PROBE_PREFIX"], env["ARENA_SCALE_PROBE_TIMEOUT"]) == (
         spec.probe_prefix,
         str(spec.probe_timeout),
@@ -37,11 +37,13 @@ def test_render_config_map_carries_the_probe_settings() -> None:
     assert (env["ARENA_SCALE_PROBE_PREFIX"], env["ARENA_SCALE_PROBE_TIMEOUT"]) == ("/-/", "3")
 
 
-def test_render_app_environment_keeps_the_spec_environment() -> None:
-    """Every entry of the spec's own app environment is still passed unchanged."""
-    spec = DeploymentSpec()
-    env = compose.app_environment(spec)
-    assert {k: env[k] for k in spec.app_environment} == spec.app_environment
+def test_render_local_stack_replicas_get_the_probe_settings(tmp_path: Path) -> None:
+    """run_lb_stack's replicas get the spec's probe prefix and timeout in their environment."""
+    from django_arena_scale.stack.runner import LocalStack
+
+    spec = DeploymentSpec(target="local", probe_prefix="/-/", probe_timeout=3)
+    env = LocalStack(spec, tmp_path).replica_env("web-1")
+    assert (env["ARENA_SCALE_PROBE_PREFIX"], env["ARENA_SCALE_PROBE_TIMEOUT"]) == ("/-/", "3")
 
 
 @pytest.mark.parametrize("spec", [DeploymentSpec(), MOVED], ids=["defaults", "moved"])
@@ -100,7 +102,7 @@ def test_render_example_settings_take_every_generated_arena_scale_value(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The example project reads each ARENA_SCALE_* the generated environment sets, typed."""
-    env = compose.app_environment(MOVED)
+    env = MOVED.app_environment
     module = _example_settings(monkeypatch, env)
     for key in (k for k in env if k.startswith(PREFIX)):
         value = getattr(module, key)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from django_arena_scale.deploy.spec import DeploymentSpec
 
-__all__ = ["COMPOSE_FILE", "ENV_EXAMPLE", "app_environment", "render"]
+__all__ = ["COMPOSE_FILE", "ENV_EXAMPLE", "render"]
 
 COMPOSE_FILE = "docker-compose.yml"
 ENV_EXAMPLE = "env.example"
@@ -27,22 +27,6 @@ HEADER = (
 
 def render(spec: DeploymentSpec) -> dict[str, str]:
     return {COMPOSE_FILE: _compose(spec), ENV_EXAMPLE: _env_example(spec)}
-
-
-def app_environment(spec: DeploymentSpec) -> dict[str, str]:
-    """The app services' non-secret environment (compose ``x-app``, the Kubernetes ConfigMap).
-
-    Adds the app settings the generated probes depend on, for projects whose settings read
-    ``ARENA_SCALE_*`` from the environment: ProbeMiddleware's prefix, and the probe timeout the
-    readiness-deadline check (E030) compares with.  ``manage.py check --deploy`` warns when
-    the settings disagree with the spec anyway (W051, W054).
-    """
-    env = {
-        **spec.app_environment,
-        "ARENA_SCALE_PROBE_PREFIX": spec.probe_prefix,
-        "ARENA_SCALE_PROBE_TIMEOUT": str(spec.probe_timeout),
-    }
-    return dict(sorted(env.items()))
 
 
 def _q(value: str) -> str:
@@ -96,7 +80,7 @@ def _compose(spec: DeploymentSpec) -> str:
         "  env_file:",
         f"    - {_q(spec.env_file)}",
         "  environment:",
-        *(f"    {k}: {_q(v)}" for k, v in app_environment(spec).items()),
+        *(f"    {k}: {_q(v)}" for k, v in spec.app_environment.items()),
         "  volumes:",
         *(
             f"    - {_q(f'./{name}:{spec.config_dir}/{name}:ro')}"

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django_arena_scale.deploy import compose, server
+from django_arena_scale.deploy import server
 from django_arena_scale.deploy.spec import MAX_REPLICAS, DeploymentSpec
 
 __all__ = [
@@ -208,7 +208,7 @@ def config_map_env(spec: DeploymentSpec) -> dict[str, str]:
     Redis and database URLs may carry passwords and name compose hosts, so they come from the
     Secret instead.
     """
-    app_env = compose.app_environment(spec)
+    app_env = spec.app_environment
     env = {k: v for k, v in app_env.items() if not SECRET_KEY_PATTERN.search(k)}
     env.update(
         {

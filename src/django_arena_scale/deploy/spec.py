@@ -631,10 +631,19 @@ class DeploymentSpec:
 
     @cached_property
     def app_environment(self) -> dict[str, str]:
-        """Non-secret environment of every app service (secrets come from ``env_file``)."""
+        """Non-secret environment of every app service (secrets come from ``env_file``).
+
+        Besides the service URLs it carries the app settings the generated probes depend on,
+        for projects whose settings read ``ARENA_SCALE_*`` from the environment:
+        ProbeMiddleware's prefix, and the probe timeout the readiness-deadline check (E030)
+        compares with.  ``manage.py check --deploy`` warns when the settings disagree with the
+        spec anyway (W051, W054).
+        """
         return {
             # deploy.sh's rolling restart runs `manage.py drain on`, which writes this file.
             "ARENA_SCALE_DRAIN_FILE": "/tmp/arena-scale-drain",
+            "ARENA_SCALE_PROBE_PREFIX": self.probe_prefix,
+            "ARENA_SCALE_PROBE_TIMEOUT": str(self.probe_timeout),
             "ARENA_SCALE_REPLICAS": str(self.replicas),
             "CHANNEL_REDIS_URL": self.redis_url("sessions", 1),
             "DJANGO_SETTINGS_MODULE": self.settings_module,
