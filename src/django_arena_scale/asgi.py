@@ -58,18 +58,22 @@ would give it, read-only and without blocking the event loop:
   (``sync_to_async``);
 * only ``GET`` and ``HEAD`` reach the view (405 otherwise): the CSRF check is skipped, so an
   unsafe method carrying the session cookie must not run a view;
-* ``login_required`` (Django's async-aware decorator) works and redirects to ``LOGIN_URL``; a
-  stream API client is better served by a 401 as above.
+* ``login_required`` (Django's async-aware decorator) works and redirects to ``LOGIN_URL``
+  (its sync test adds one thread hop); a stream API client is better served by a 401 as above.
 
-Where the I/O happens, per session engine (Django 5.2, 6.0 and 6.1 have the same async session
-and ``aget_user`` API):
+``SESSION_ENGINE`` is read when the router is built.  Where the I/O happens, per engine
+(Django 5.2, 6.0 and 6.1 have the same async session API and ``aget_user``):
 
-* ``cache`` (``redis_sessions()``: django-redis) and ``db``/``cached_db``: Django's async
-  methods are ``sync_to_async`` wrappers, so a session load is one hop to asgiref's shared
-  thread; the loop never blocks, but the loads of one worker run one at a time on that thread;
+* ``cache`` (``redis_sessions()``): the engine awaits ``cache.aget``, which Django's cache
+  backends and django-redis 7 implement as ``sync_to_async(get)``; ``db`` and ``cached_db``
+  use the async ORM, which is ``sync_to_async`` too.  A session load is one hop to asgiref's
+  shared thread: the loop never blocks, but the loads of one worker run one at a time on that
+  thread.  (``cached_db`` refills its cache after a miss, as on any read: a cache write, not a
+  session change);
 * ``signed_cookies``: pure CPU, loaded inline on the loop (no hop);
 * ``file``: Django's ``aload`` reads the file on the calling thread; here it runs in a thread;
-* a third-party engine with a native ``aload`` is awaited as is.
+* a third-party engine with a native async ``aload`` (or a cache backend with a native
+  ``aget``) is awaited as is, without any thread.
 
 The user itself is loaded by the auth backend's ``aget_user`` (``ModelBackend``: the async
 ORM, i.e. the same shared thread).  After a lookup the router closes that thread's database
@@ -231,7 +235,13 @@ def _read_only_store() -> type[SessionBase]:
             "has no SessionStore."
         )
         raise ImproperlyConfigured(msg) from exc
-    attrs = {"_blocking_aload": issubclass(store, file.SessionStore), "__module__": __name__}
+    attrs = {
+        "_blocking_aload": issubclass(store, file.SessionStore),
+        "__module__": __name__,
+        # SessionBase.key_salt is derived from the class's __qualname__: the stored data of
+        # the db, cached_db and file engines only decodes under the engine's own name.
+        "__qualname__": store.__qualname__,
+    }
     read_only: type[SessionBase] = type(
         f"ReadOnly{store.__name__}", (ReadOnlySession, store), attrs
     )

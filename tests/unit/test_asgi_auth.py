@@ -301,3 +301,71 @@ async def test_auth_route_concurrent_users_are_isolated(user: User, session_cook
         serve(router, cookie_scope(session_cookie)), serve(router, cookie_scope(None))
     )
     assert [c.body for c in clients] == [b'{"user": "ada"}', b'{"user": null}']
+
+
+async def test_auth_route_file_sessions_load_off_the_loop(
+    settings: Any, tmp_path: Any, user: User, hops: list[object]
+) -> None:
+    """The file engine's aload reads on the calling thread; the router moves it to a thread."""
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.file"
+    settings.SESSION_FILE_PATH = str(tmp_path)
+    client = DjangoClient()
+    await sync_to_async(client.force_login)(user)
+    cookie = str(client.cookies["sessionid"].value)
+    hops.clear()
+
+    async def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(str(await request.session.aget("_auth_user_id")))
+
+    router = StreamRouter(django_app, {"/stream/": view}, middleware=[], auth=True)
+    served = await serve(router, cookie_scope(cookie))
+    assert served.body == str(user.pk).encode()
+    assert [getattr(f, "__name__", "") for f in hops] == ["load"]
+
+
+@pytest.fixture
+def closes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records calls of django.db.close_old_connections (request_finished's DB cleanup)."""
+    import django.db
+
+    calls: list[bool] = []
+    monkeypatch.setattr(django.db, "close_old_connections", lambda **kw: calls.append(True))
+    return calls
+
+
+async def test_auth_route_user_lookup_closes_old_connections(
+    session_cookie: str, closes: list[bool]
+) -> None:
+    """After a user lookup the shared thread's obsolete DB connections are closed once."""
+    router = StreamRouter(django_app, {"/stream/": whoami}, middleware=[], auth=True)
+    await serve(router, cookie_scope(session_cookie))
+    assert closes == [True]
+
+
+async def test_auth_route_anonymous_skips_connection_cleanup(closes: list[bool]) -> None:
+    """An anonymous request touches no database, so nothing is cleaned up."""
+    router = StreamRouter(django_app, {"/stream/": whoami}, middleware=[], auth=True)
+    await serve(router, cookie_scope(None))
+    assert closes == []
+
+
+async def test_auth_route_in_front_of_django_asgi_app(session_cookie: str) -> None:
+    """With Django's real ASGI application behind it, routed and other paths both answer."""
+    from django.core.asgi import get_asgi_application
+
+    router = StreamRouter(get_asgi_application(), {"/stream/": whoami}, auth=True)
+    stream, index = await asyncio.gather(
+        serve(router, cookie_scope(session_cookie)), serve(router, scope("/"))
+    )
+    assert (stream.body, index.body) == (b'{"user": "ada"}', b'{"ok": true}')
+
+
+async def test_auth_route_db_sessions_decode(settings: Any, user: User) -> None:
+    """Database sessions (encoded with the engine's salt) decode through the read-only store."""
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    client = DjangoClient()
+    await sync_to_async(client.force_login)(user)
+    cookie = str(client.cookies["sessionid"].value)
+    router = StreamRouter(django_app, {"/stream/": whoami}, middleware=[], auth=True)
+    served = await serve(router, cookie_scope(cookie))
+    assert served.body == b'{"user": "ada"}'
