@@ -106,7 +106,8 @@ logger = logging.getLogger("django_arena_scale.asgi")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Loose on purpose: Django's ASGIHandler and channels type receive/send with Mapping messages.
+ASGIApp = Callable[..., Awaitable[None]]
 AsyncView = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 #: Middleware whose ``process_request``/``process_response`` are pure (headers, host checks,
