@@ -270,8 +270,13 @@ class AuthStreamRequest(ASGIRequest):
                 )
                 raise SynchronousOnlyOperation(msg)
             from django.contrib.auth import get_user
+            from django.db import close_old_connections
 
-            self._cached_user = get_user(self)
+            try:
+                self._cached_user = get_user(self)
+            finally:
+                # As in _aget_user: no request_finished will clean up this thread's connection.
+                close_old_connections()
         return self._cached_user
 
     @user.setter
