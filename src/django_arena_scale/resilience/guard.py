@@ -10,6 +10,13 @@ before the deadline.  Async attempts are also cut by the guard itself at that ti
 The first attempt runs without building a tenacity object (the happy path stays cheap); if it
 fails with a retryable error, a fresh ``tenacity.Retrying`` is built for this call only and
 the failure is replayed as its first attempt, so tenacity decides stop and wait from there.
+
+Layout: the decisions (what a failure means, retry or not, which target next, which error
+ends the call) are written once, without I/O: ``_Run`` and the plan generator
+``LLMGuard._plan``, which yields the next ``_Attempt`` to make.  The drivers ``_drive_sync``
+and ``_drive_async`` make those attempts and sleep between them; ``_Attempt`` (per attempt)
+and ``_Chunks`` (per stream chunk) keep the breaker and contextvar bookkeeping, so only
+calling, awaiting, sleeping and iterating are written once per sync/async shape.
 """
 
 from __future__ import annotations
@@ -22,11 +29,19 @@ import inspect
 import random as _random
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from django_arena_scale.resilience.breaker import CircuitBreaker, Ticket
 from django_arena_scale.resilience.classify import Classifier, Outcome, Verdict, default_classifier
@@ -161,24 +176,110 @@ class _TargetFailed(Exception):
     """Internal: the target used up its attempts on provider failures; try the next one."""
 
 
+class _Attempt:
+    """One attempt to make (what the plan yields) and, as a context manager, its bookkeeping.
+
+    Entering admits it (or raises ProviderUnavailable) and sets the attempt contextvar;
+    leaving resets that and records the outcome on the breaker: the error's verdict, or
+    success (left to the stream's end when ``open_stream`` is set inside the block).
+    """
+
+    __slots__ = (
+        "breaker",
+        "call_kwargs",
+        "fn",
+        "kwargs",
+        "number",
+        "open_stream",
+        "run",
+        "target",
+        "ticket",
+        "timeout",
+        "token",
+        "wait",
+    )
+
+    def __init__(
+        self,
+        run: _Run,
+        target: Target,
+        breaker: CircuitBreaker,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        number: int = 1,
+        wait: float = 0.0,
+    ) -> None:
+        self.run = run
+        self.target = target
+        self.breaker = breaker
+        self.fn = fn
+        self.kwargs = kwargs
+        self.number = number
+        self.wait = wait
+        self.open_stream = False
+
+    def again(self, number: int, wait: float) -> _Attempt:
+        return _Attempt(self.run, self.target, self.breaker, self.fn, self.kwargs, number, wait)
+
+    def __enter__(self) -> _Attempt:
+        run = self.run
+        self.ticket = self.breaker.admit()
+        run.attempts += 1
+        run.target_attempts = self.number
+        self.timeout = timeout = run.policy.attempt_timeout_for(run.deadline_at - run.guard.clock())
+        name = run.guard.timeout_kwarg
+        self.call_kwargs = self.kwargs if name is None else {**self.kwargs, name: timeout}
+        ctx = AttemptContext(self.target, self.number, timeout, run.deadline_at)
+        self.token = _attempt_var.set(ctx)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        ticket = self.ticket
+        if exc is not None:
+            try:
+                verdict = self.run.guard.classifier.classify(exc)
+                self.run.note(exc, verdict)
+                ticket.breaker.record(ticket, verdict.outcome, verdict.reason)
+            finally:
+                _attempt_var.reset(self.token)
+            return
+        _attempt_var.reset(self.token)
+        if not self.open_stream:
+            ticket.breaker.record(ticket, Outcome.SUCCESS)
+
+
 class _Run:
-    """Per-call state: deadline, attempt counts, last error and the tenacity stop/wait hooks."""
+    """Per-call state and decisions: deadline, attempt counts, last error, tenacity hooks.
+
+    Shared by the four call shapes; no I/O here (the drivers in LLMGuard call, await, sleep).
+    """
 
     __slots__ = (
         "attempts",
         "deadline_at",
         "deadline_hit",
+        "func",
         "guard",
+        "kwargs",
         "last_exc",
         "last_verdict",
+        "plan",
         "policy",
         "target_attempts",
         "waits",
     )
 
-    def __init__(self, guard: LLMGuard, policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        guard: LLMGuard,
+        policy: RetryPolicy,
+        func: Callable[..., Any],
+        kwargs: dict[str, Any],
+    ) -> None:
         self.guard = guard
         self.policy = policy
+        self.func = func
+        self.kwargs = kwargs
         self.deadline_at = guard.clock() + policy.deadline
         self.attempts = 0
         self.target_attempts = 0
@@ -186,14 +287,19 @@ class _Run:
         self.last_exc: BaseException | None = None
         self.last_verdict: Verdict | None = None
         self.waits: dict[int, float] = {}
+        self.plan: Generator[_Attempt, BaseException, None] | None = None
 
     def time_left(self) -> float:
         return self.deadline_at - self.guard.clock()
 
-    def new_target(self) -> None:
+    def first_attempt(self, target: Target) -> _Attempt:
+        """Move on to ``target`` (per-target counts start afresh): its first attempt."""
         self.target_attempts = 0
         self.deadline_hit = False
         self.waits = {}
+        kwargs = {**self.kwargs, **target.kwargs} if target.kwargs else self.kwargs
+        breaker = self.guard.breaker(target)
+        return _Attempt(self, target, breaker, target.call or self.func, kwargs)
 
     def note(self, exc: BaseException, verdict: Verdict) -> None:
         self.last_exc = exc
@@ -202,6 +308,24 @@ class _Run:
     def retryable(self, exc: BaseException) -> bool:
         verdict = self.last_verdict
         return exc is self.last_exc and verdict is not None and verdict.outcome is Outcome.RETRY
+
+    def target_failed(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (an attempt's error) counts against the target: a provider failure."""
+        verdict = self.last_verdict
+        return exc is self.last_exc and verdict is not None and verdict.outcome.is_failure
+
+    def moves_on(self, exc: BaseException) -> bool:
+        """Whether the call goes on after ``exc`` (retry or next target) instead of raising it."""
+        return isinstance(exc, ProviderUnavailable) or self.target_failed(exc)
+
+    def after(self, attempt: _Attempt, failure: BaseException) -> _Attempt:
+        """The attempt to make after ``attempt`` failed with ``failure`` (one that moves the
+        call on); raises the call's final error when no attempt is left."""
+        if self.plan is None:
+            # Built at the first failure: the happy path never pays for the plan.
+            self.plan = self.guard._plan(self, attempt, failure)
+            return next(self.plan)
+        return self.plan.send(failure)
 
     def wait_for(self, attempt: int) -> float:
         if attempt not in self.waits:
@@ -231,6 +355,65 @@ class _Run:
         if self.deadline_hit or self.time_left() <= 0:
             return DeadlineExceeded(provider, self.attempts, self.last_exc, self.policy.deadline)
         return RetriesExhausted(provider, self.attempts, self.last_exc)
+
+
+class _Chunks:
+    """A stream's bookkeeping after its first chunk, shared by sync and async streams.
+
+    Used as ``with chunks:`` around the fetch of each further chunk: sets the attempt
+    contextvar, notes that the stream ran out (``ended``) and turns a mid-stream error into
+    StreamInterrupted (a neutral one passes through).  ``record()``, once the stream is done,
+    counts it against the breaker: success if it ran out, the error's verdict if one cut it,
+    neutral if the consumer stopped early.
+    """
+
+    __slots__ = (
+        "classifier",
+        "count",
+        "ctx",
+        "end",
+        "ended",
+        "outcome",
+        "reason",
+        "ticket",
+        "token",
+    )
+
+    def __init__(self, run: _Run, ticket: Ticket, end: type[Exception]) -> None:
+        guard = run.guard
+        idle = run.policy.idle_timeout
+        timeout = idle if idle is not None else run.policy.deadline
+        target = current_ticket_target(guard, ticket)
+        self.ctx = AttemptContext(target, run.target_attempts, timeout, run.deadline_at)
+        self.classifier = guard.classifier
+        self.ticket = ticket
+        self.end = end
+        self.count = 0  # chunks passed on to the consumer
+        self.ended = False
+        self.outcome = Outcome.NEUTRAL
+        self.reason = ""
+
+    def __enter__(self) -> AttemptContext:
+        self.count += 1  # entered once the previous chunk was taken
+        self.token = _attempt_var.set(self.ctx)
+        return self.ctx
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        _attempt_var.reset(self.token)
+        if exc is None:
+            return False
+        if isinstance(exc, self.end):
+            self.ended = True
+            self.outcome = Outcome.SUCCESS
+            return True
+        verdict = self.classifier.classify(exc)
+        self.outcome, self.reason = verdict.outcome, verdict.reason
+        if verdict.outcome is Outcome.NEUTRAL:
+            return False
+        raise StreamInterrupted(self.ctx.target.name, self.count, exc) from exc
+
+    def record(self) -> None:
+        self.ticket.breaker.record(self.ticket, self.outcome, self.reason)
 
 
 def _earliest(current: ProviderUnavailable | None, new: ProviderUnavailable) -> ProviderUnavailable:
@@ -379,30 +562,55 @@ class LLMGuard:
         """Await ``func(*args, **kwargs)`` (a coroutine function) through the guard."""
         return cast(T, await self._run_async(func, args, kwargs))
 
-    # --- shared pieces -------------------------------------------------------------------------
+    # --- decisions (sans IO): what follows a failed attempt -----------------------------------
 
-    def _prepare(
-        self, run: _Run, target: Target, func: Callable[..., Any], kwargs: dict[str, Any]
-    ) -> tuple[Callable[..., Any], dict[str, Any]]:
-        if target.kwargs:
-            kwargs = {**kwargs, **target.kwargs}
-        return target.call or func, kwargs
+    def _plan(
+        self, run: _Run, attempt: _Attempt, failure: BaseException
+    ) -> Generator[_Attempt, BaseException, None]:
+        """Retries, then fallbacks, after ``attempt`` failed with ``failure``; see ``_Run.after``.
 
-    def _enter(
-        self, run: _Run, target: Target, attempt: int, kwargs: dict[str, Any]
-    ) -> tuple[contextvars.Token[AttemptContext | None], dict[str, Any], float]:
-        run.attempts += 1
-        run.target_attempts = attempt
-        timeout = run.policy.attempt_timeout_for(run.deadline_at - self.clock())
-        token = _attempt_var.set(AttemptContext(target, attempt, timeout, run.deadline_at))
-        if self.timeout_kwarg is not None:
-            kwargs = {**kwargs, self.timeout_kwarg: timeout}
-        return token, kwargs, timeout
+        Yields the next attempt to make; the driver makes it and sends back its failure (a
+        success or an error that does not move the call on ends the call in the driver).
+        Raises the call's final error when the chain is used up or the deadline is near.
+        """
+        unavailable: ProviderUnavailable | None = None
+        for index, target in enumerate(self.targets):
+            if index:
+                if not self._next_target(run, index):
+                    break
+                attempt = run.first_attempt(target)
+                failure = yield attempt
+            try:
+                yield from self._retries(run, attempt, failure)
+            except ProviderUnavailable as exc:
+                unavailable = _earliest(unavailable, exc)
+            except _TargetFailed:
+                pass
+        raise run.final_error(unavailable) from run.last_exc
 
-    def _failed(self, run: _Run, ticket: Ticket, exc: BaseException) -> None:
-        verdict = self.classifier.classify(exc)
-        run.note(exc, verdict)
-        ticket.breaker.record(ticket, verdict.outcome, verdict.reason)
+    def _retries(
+        self, run: _Run, failed: _Attempt, failure: BaseException
+    ) -> Generator[_Attempt, BaseException, None]:
+        """Retries on ``failed``'s target; raise _TargetFailed or ProviderUnavailable when done."""
+        if isinstance(failure, ProviderUnavailable):
+            raise failure
+        if not run.retryable(failure):
+            raise _TargetFailed from failure
+        # tenacity "sleeps" by handing us the wait: the driver sleeps it before the next attempt.
+        waits: list[float] = []
+        retrying = Retrying(sleep=waits.append, **self._retrying_kwargs(run, failed.breaker))
+        try:
+            for managed in retrying:
+                number = managed.retry_state.attempt_number
+                if number > 1:
+                    failure = yield failed.again(number, waits.pop())
+                with managed:
+                    # The failure (the first one replayed) tells tenacity to stop or wait.
+                    raise failure
+        except ProviderUnavailable:
+            raise
+        except BaseException as exc:
+            self._target_outcome(run, exc)
 
     def _retrying_kwargs(self, run: _Run, breaker: CircuitBreaker) -> dict[str, Any]:
         def before_sleep(state: RetryCallState) -> None:
@@ -426,14 +634,6 @@ class LLMGuard:
             "before_sleep": before_sleep,
         }
 
-    def _sync_sleep(self, seconds: float) -> None:
-        if not is_testing() and seconds > 0:
-            self._sleep(seconds)
-
-    async def _async_sleep_fn(self, seconds: float) -> None:
-        if not is_testing() and seconds > 0:
-            await self._async_sleep(seconds)
-
     def _next_target(self, run: _Run, index: int) -> bool:
         """Before target ``index`` > 0: count the fallback; False when no time is left."""
         if run.time_left() < run.policy.min_attempt_time:
@@ -446,388 +646,163 @@ class LLMGuard:
 
     def _target_outcome(self, run: _Run, exc: BaseException) -> None:
         """Re-raise ``exc`` unless it means "this target failed": then raise _TargetFailed."""
-        verdict = run.last_verdict
-        if exc is run.last_exc and verdict is not None and verdict.outcome.is_failure:
+        if run.target_failed(exc):
             raise _TargetFailed from exc
         raise exc
 
-    # --- sync function ---------------------------------------------------------------------------
+    # --- drivers: make the attempts the plan asks for, sleep between them ---------------------
+
+    def _sync_sleep(self, seconds: float) -> None:
+        if not is_testing() and seconds > 0:
+            self._sleep(seconds)
+
+    async def _async_sleep_fn(self, seconds: float) -> None:
+        if not is_testing() and seconds > 0:
+            await self._async_sleep(seconds)
+
+    def _drive_sync(
+        self, run: _Run, make: Callable[[_Attempt, tuple[Any, ...]], T], args: tuple[Any, ...]
+    ) -> T:
+        """Make the attempts the plan asks for until one succeeds or an error ends the call."""
+        attempt = run.first_attempt(self.primary)
+        while True:
+            try:
+                return make(attempt, args)
+            except BaseException as exc:
+                if not run.moves_on(exc):
+                    raise
+                # Handed on outside the except block: the plan's own errors get no __context__.
+                failure = exc
+            attempt = run.after(attempt, failure)
+            self._sync_sleep(attempt.wait)
+
+    async def _drive_async(
+        self,
+        run: _Run,
+        make: Callable[[_Attempt, tuple[Any, ...]], Awaitable[T]],
+        args: tuple[Any, ...],
+    ) -> T:
+        """``_drive_sync``, awaiting the attempts and the sleeps."""
+        attempt = run.first_attempt(self.primary)
+        while True:
+            try:
+                return await make(attempt, args)
+            except BaseException as exc:
+                if not run.moves_on(exc):
+                    raise
+                failure = exc
+            attempt = run.after(attempt, failure)
+            await self._async_sleep_fn(attempt.wait)
+
+    # --- functions -------------------------------------------------------------------------
 
     def _run_sync(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        run = _Run(self, effective_policy(self.policy))
-        unavailable: ProviderUnavailable | None = None
-        for index, target in enumerate(self.targets):
-            if index and not self._next_target(run, index):
-                break
-            try:
-                return self._target_sync(run, target, func, args, kwargs)
-            except ProviderUnavailable as exc:
-                unavailable = _earliest(unavailable, exc)
-            except _TargetFailed:
-                pass
-        raise run.final_error(unavailable) from run.last_exc
+        run = _Run(self, effective_policy(self.policy), func, kwargs)
+        return self._drive_sync(run, self._attempt_sync, args)
 
-    def _attempt_sync(
-        self,
-        run: _Run,
-        target: Target,
-        breaker: CircuitBreaker,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempt: int,
-    ) -> Any:
-        ticket = breaker.admit()
-        token, kwargs, _ = self._enter(run, target, attempt, kwargs)
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._failed(run, ticket, exc)
-            raise
-        finally:
-            _attempt_var.reset(token)
-        breaker.record(ticket, Outcome.SUCCESS)
-        return result
-
-    def _target_sync(
-        self,
-        run: _Run,
-        target: Target,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        run.new_target()
-        breaker = self.breaker(target)
-        fn, kwargs = self._prepare(run, target, func, kwargs)
-        try:
-            return self._attempt_sync(run, target, breaker, fn, args, kwargs, 1)
-        except ProviderUnavailable:
-            raise
-        except BaseException as exc:
-            if not run.retryable(exc):
-                self._target_outcome(run, exc)
-            first = exc
-        retrying = Retrying(sleep=self._sync_sleep, **self._retrying_kwargs(run, breaker))
-        result: Any = _MISSING
-        try:
-            for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if number == 1:
-                        raise first  # replayed: tenacity computes stop and wait from it
-                    result = self._attempt_sync(run, target, breaker, fn, args, kwargs, number)
-        except ProviderUnavailable:
-            raise
-        except BaseException as exc:
-            self._target_outcome(run, exc)
-        return result
-
-    # --- async function ------------------------------------------------------------------------
+    def _attempt_sync(self, attempt: _Attempt, args: tuple[Any, ...]) -> Any:
+        with attempt:
+            return attempt.fn(*args, **attempt.call_kwargs)
 
     async def _run_async(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        run = _Run(self, effective_policy(self.policy))
-        unavailable: ProviderUnavailable | None = None
-        for index, target in enumerate(self.targets):
-            if index and not self._next_target(run, index):
-                break
-            try:
-                return await self._target_async(run, target, func, args, kwargs)
-            except ProviderUnavailable as exc:
-                unavailable = _earliest(unavailable, exc)
-            except _TargetFailed:
-                pass
-        raise run.final_error(unavailable) from run.last_exc
+        run = _Run(self, effective_policy(self.policy), func, kwargs)
+        return await self._drive_async(run, self._attempt_async, args)
 
-    async def _attempt_async(
-        self,
-        run: _Run,
-        target: Target,
-        breaker: CircuitBreaker,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempt: int,
-    ) -> Any:
-        ticket = breaker.admit()
-        token, kwargs, timeout = self._enter(run, target, attempt, kwargs)
-        try:
-            result = await _with_timeout(fn(*args, **kwargs), timeout, AttemptTimeout, target)
-        except BaseException as exc:
-            self._failed(run, ticket, exc)
-            raise
-        finally:
-            _attempt_var.reset(token)
-        breaker.record(ticket, Outcome.SUCCESS)
-        return result
+    async def _attempt_async(self, attempt: _Attempt, args: tuple[Any, ...]) -> Any:
+        with attempt:
+            call = attempt.fn(*args, **attempt.call_kwargs)
+            return await _with_timeout(call, attempt.timeout, AttemptTimeout, attempt.target)
 
-    async def _target_async(
-        self,
-        run: _Run,
-        target: Target,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        run.new_target()
-        breaker = self.breaker(target)
-        fn, kwargs = self._prepare(run, target, func, kwargs)
-        try:
-            return await self._attempt_async(run, target, breaker, fn, args, kwargs, 1)
-        except ProviderUnavailable:
-            raise
-        except BaseException as exc:
-            if not run.retryable(exc):
-                self._target_outcome(run, exc)
-            first = exc
-        retrying = AsyncRetrying(sleep=self._async_sleep_fn, **self._retrying_kwargs(run, breaker))
-        result: Any = _MISSING
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if number == 1:
-                        raise first
-                    result = await self._attempt_async(
-                        run, target, breaker, fn, args, kwargs, number
-                    )
-        except ProviderUnavailable:
-            raise
-        except BaseException as exc:
-            self._target_outcome(run, exc)
-        return result
-
-    # --- sync stream ---------------------------------------------------------------------------
+    # --- streams ---------------------------------------------------------------------------
 
     def _open_attempt_sync(
-        self,
-        run: _Run,
-        target: Target,
-        breaker: CircuitBreaker,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempt: int,
+        self, attempt: _Attempt, args: tuple[Any, ...]
     ) -> tuple[Iterator[Any], Any, Ticket]:
-        ticket = breaker.admit()
-        token, kwargs, timeout = self._enter(run, target, attempt, kwargs)
-        gen: Iterator[Any] | None = None
-        started = self.clock()
-        try:
-            gen = iter(fn(*args, **kwargs))
+        with attempt:
+            started = self.clock()
+            gen = iter(attempt.fn(*args, **attempt.call_kwargs))
             try:
-                first = next(gen)
-            except StopIteration:
-                first = _MISSING
-            limit = _first_chunk_limit(run.policy, timeout)
-            # A sync generator cannot be interrupted; a late first chunk is still a timeout.
-            if first is not _MISSING and self.clock() - started > limit:
-                raise FirstChunkTimeout(target.name, limit)
-        except BaseException as exc:
-            if gen is not None:
+                first = next(gen, _MISSING)
+                limit = _first_chunk_limit(attempt.run.policy, attempt.timeout)
+                # A sync generator cannot be interrupted; a late first chunk is still a timeout.
+                if first is not _MISSING and self.clock() - started > limit:
+                    raise FirstChunkTimeout(attempt.target.name, limit)
+            except BaseException:
                 _close_quietly(gen)
-            self._failed(run, ticket, exc)
-            raise
-        finally:
-            _attempt_var.reset(token)
-        if first is _MISSING:
-            breaker.record(ticket, Outcome.SUCCESS)
-        return cast(Iterator[Any], gen), first, ticket
-
-    def _open_target_sync(
-        self,
-        run: _Run,
-        target: Target,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> tuple[Iterator[Any], Any, Ticket]:
-        run.new_target()
-        breaker = self.breaker(target)
-        fn, kwargs = self._prepare(run, target, func, kwargs)
-        try:
-            return self._open_attempt_sync(run, target, breaker, fn, args, kwargs, 1)
-        except ProviderUnavailable:
-            raise
-        except BaseException as exc:
-            if not run.retryable(exc):
-                self._target_outcome(run, exc)
-            first = exc
-        retrying = Retrying(sleep=self._sync_sleep, **self._retrying_kwargs(run, breaker))
-        result: Any = _MISSING
-        try:
-            for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if number == 1:
-                        raise first
-                    result = self._open_attempt_sync(run, target, breaker, fn, args, kwargs, number)
-        except ProviderUnavailable:
-            raise
-        except BaseException as exc:
-            self._target_outcome(run, exc)
-        return cast("tuple[Iterator[Any], Any, Ticket]", result)
+                raise
+            attempt.open_stream = first is not _MISSING
+        return gen, first, attempt.ticket
 
     def _stream_sync(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Iterator[Any]:
-        run = _Run(self, effective_policy(self.policy))
-        unavailable: ProviderUnavailable | None = None
-        opened: tuple[Iterator[Any], Any, Ticket] | None = None
-        for index, target in enumerate(self.targets):
-            if index and not self._next_target(run, index):
-                break
-            try:
-                opened = self._open_target_sync(run, target, func, args, kwargs)
-                break
-            except ProviderUnavailable as exc:
-                unavailable = _earliest(unavailable, exc)
-            except _TargetFailed:
-                pass
-        if opened is None:
-            raise run.final_error(unavailable) from run.last_exc
-        gen, first, ticket = opened
+        run = _Run(self, effective_policy(self.policy), func, kwargs)
+        gen, first, ticket = self._drive_sync(run, self._open_attempt_sync, args)
         if first is _MISSING:
             return
+        chunks = _Chunks(run, ticket, StopIteration)
         idle = run.policy.idle_timeout
-        ctx = AttemptContext(
-            current_ticket_target(self, ticket),
-            run.target_attempts,
-            idle if idle is not None else run.policy.deadline,
-            run.deadline_at,
-        )
-        yield from _pass_through_sync(self, ticket, gen, first, ctx, run.policy)
-
-    # --- async stream ------------------------------------------------------------------------
+        clock = self.clock
+        try:
+            yield first
+            while True:
+                with chunks as ctx:
+                    started = clock()
+                    chunk = next(gen)
+                    if idle is not None and clock() - started > idle:
+                        # Sync iteration cannot be interrupted: a late chunk is detected on arrival.
+                        raise IdleTimeout(ctx.target.name, idle)
+                if chunks.ended:
+                    break
+                yield chunk
+        finally:
+            chunks.record()
+            _close_quietly(gen)
 
     async def _open_attempt_async(
-        self,
-        run: _Run,
-        target: Target,
-        breaker: CircuitBreaker,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempt: int,
+        self, attempt: _Attempt, args: tuple[Any, ...]
     ) -> tuple[AsyncIterator[Any], Any, Ticket]:
-        ticket = breaker.admit()
-        token, kwargs, timeout = self._enter(run, target, attempt, kwargs)
-        gen: AsyncIterator[Any] | None = None
-        try:
-            gen = fn(*args, **kwargs).__aiter__()
-            limit = _first_chunk_limit(run.policy, timeout)
+        with attempt:
+            gen = attempt.fn(*args, **attempt.call_kwargs).__aiter__()
+            limit = _first_chunk_limit(attempt.run.policy, attempt.timeout)
             try:
-                first = await _with_timeout(gen.__anext__(), limit, FirstChunkTimeout, target)
+                first = await _with_timeout(
+                    gen.__anext__(), limit, FirstChunkTimeout, attempt.target
+                )
             except StopAsyncIteration:
                 first = _MISSING
-        except BaseException as exc:
-            if gen is not None:
+            except BaseException:
                 await _aclose_quietly(gen)
-            self._failed(run, ticket, exc)
-            raise
-        finally:
-            _attempt_var.reset(token)
-        if first is _MISSING:
-            breaker.record(ticket, Outcome.SUCCESS)
-        return cast(AsyncIterator[Any], gen), first, ticket
-
-    async def _open_target_async(
-        self,
-        run: _Run,
-        target: Target,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> tuple[AsyncIterator[Any], Any, Ticket]:
-        run.new_target()
-        breaker = self.breaker(target)
-        fn, kwargs = self._prepare(run, target, func, kwargs)
-        try:
-            return await self._open_attempt_async(run, target, breaker, fn, args, kwargs, 1)
-        except ProviderUnavailable:
-            raise
-        except BaseException as exc:
-            if not run.retryable(exc):
-                self._target_outcome(run, exc)
-            first = exc
-        retrying = AsyncRetrying(sleep=self._async_sleep_fn, **self._retrying_kwargs(run, breaker))
-        result: Any = _MISSING
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if number == 1:
-                        raise first
-                    result = await self._open_attempt_async(
-                        run, target, breaker, fn, args, kwargs, number
-                    )
-        except ProviderUnavailable:
-            raise
-        except BaseException as exc:
-            self._target_outcome(run, exc)
-        return cast("tuple[AsyncIterator[Any], Any, Ticket]", result)
+                raise
+            attempt.open_stream = first is not _MISSING
+        return gen, first, attempt.ticket
 
     async def _stream_async(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncIterator[Any]:
-        run = _Run(self, effective_policy(self.policy))
-        unavailable: ProviderUnavailable | None = None
-        opened: tuple[AsyncIterator[Any], Any, Ticket] | None = None
-        for index, target in enumerate(self.targets):
-            if index and not self._next_target(run, index):
-                break
-            try:
-                opened = await self._open_target_async(run, target, func, args, kwargs)
-                break
-            except ProviderUnavailable as exc:
-                unavailable = _earliest(unavailable, exc)
-            except _TargetFailed:
-                pass
-        if opened is None:
-            raise run.final_error(unavailable) from run.last_exc
-        gen, first, ticket = opened
+        run = _Run(self, effective_policy(self.policy), func, kwargs)
+        gen, first, ticket = await self._drive_async(run, self._open_attempt_async, args)
         if first is _MISSING:
             return
+        chunks = _Chunks(run, ticket, StopAsyncIteration)
         idle = run.policy.idle_timeout
-        ctx = AttemptContext(
-            current_ticket_target(self, ticket),
-            run.target_attempts,
-            idle if idle is not None else run.policy.deadline,
-            run.deadline_at,
-        )
-        breaker = ticket.breaker
-        chunks = 0
-        outcome: Outcome | None = None
-        reason = ""
         try:
             yield first
-            chunks = 1
             while True:
-                token = _attempt_var.set(ctx)
-                try:
+                with chunks as ctx:
                     if idle is None:
                         chunk = await gen.__anext__()
                     else:
                         chunk = await _with_timeout(gen.__anext__(), idle, IdleTimeout, ctx.target)
-                except StopAsyncIteration:
-                    outcome = Outcome.SUCCESS
+                if chunks.ended:
                     break
-                except BaseException as exc:
-                    verdict = self.classifier.classify(exc)
-                    outcome, reason = verdict.outcome, verdict.reason
-                    if outcome is Outcome.NEUTRAL:
-                        raise
-                    raise StreamInterrupted(ctx.target.name, chunks, exc) from exc
-                finally:
-                    _attempt_var.reset(token)
                 yield chunk
-                chunks += 1
         finally:
-            breaker.record(ticket, outcome or Outcome.NEUTRAL, reason)
+            chunks.record()
             await _aclose_quietly(gen)
 
 
@@ -842,49 +817,6 @@ def _first_chunk_limit(policy: RetryPolicy, timeout: float) -> float:
     if policy.first_chunk_timeout is None:
         return timeout
     return min(policy.first_chunk_timeout, timeout)
-
-
-def _pass_through_sync(
-    guard: LLMGuard,
-    ticket: Ticket,
-    gen: Iterator[Any],
-    first: Any,
-    ctx: AttemptContext,
-    policy: RetryPolicy,
-) -> Iterator[Any]:
-    breaker = ticket.breaker
-    idle = policy.idle_timeout
-    clock = guard.clock
-    chunks = 0
-    outcome: Outcome | None = None
-    reason = ""
-    try:
-        yield first
-        chunks = 1
-        while True:
-            token = _attempt_var.set(ctx)
-            started = clock()
-            try:
-                chunk = next(gen)
-                if idle is not None and clock() - started > idle:
-                    # Sync iteration cannot be interrupted: a late chunk is detected on arrival.
-                    raise IdleTimeout(ctx.target.name, idle)
-            except StopIteration:
-                outcome = Outcome.SUCCESS
-                break
-            except BaseException as exc:
-                verdict = guard.classifier.classify(exc)
-                outcome, reason = verdict.outcome, verdict.reason
-                if outcome is Outcome.NEUTRAL:
-                    raise
-                raise StreamInterrupted(ctx.target.name, chunks, exc) from exc
-            finally:
-                _attempt_var.reset(token)
-            yield chunk
-            chunks += 1
-    finally:
-        breaker.record(ticket, outcome or Outcome.NEUTRAL, reason)
-        _close_quietly(gen)
 
 
 def _close_quietly(gen: Iterator[Any]) -> None:

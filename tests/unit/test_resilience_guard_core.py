@@ -1,0 +1,100 @@
+"""The guard's shared decision core, seen from outside: paths the sync and async drivers share."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from django_arena_scale.resilience import (
+    BreakerEvent,
+    add_listener,
+    get_breaker,
+    llm_call,
+    remove_listener,
+)
+from tests.llm_server import FakeClock, isolated_registry
+from tests.unit.test_resilience_guard import Script, Status, clock, guard
+
+__all__ = ["clock"]  # re-exported fixture (shared with the guard's own tests), not a redefinition
+
+
+def test_guard_stop_iteration_passes_through(clock: FakeClock) -> None:
+    """StopIteration raised by a guarded function reaches the caller as itself."""
+    with pytest.raises(StopIteration):
+        guard(clock, fallbacks=["q"])(Script(StopIteration("done")))()
+
+
+def test_guard_rejected_on_retry_ends_call(clock: FakeClock) -> None:
+    """A rejected error on a retry ends the call: no fallback, no event after it."""
+    events: list[BreakerEvent] = []
+    add_listener(events.append)
+    try:
+        script = Script(Status(503), Status(422))
+        with pytest.raises(Status) as info:
+            guard(clock, max_attempts=3, deadline=100, fallbacks=["q"])(script)()
+        gc.collect()  # the retry plan left behind must not act when it is collected
+    finally:
+        remove_listener(events.append)
+    assert info.value.status_code == 422
+    assert script.targets == ["p", "p"]
+    assert [e.kind for e in events if e.kind in ("retry", "fallback")] == ["retry"]
+
+
+def test_guard_breaker_open_before_retry_falls_back(clock: FakeClock) -> None:
+    """A breaker that opens on the first failure sends the retry to the fallback."""
+    script = Script(Status(503))
+    g = guard(clock, max_attempts=3, deadline=100, failure_threshold=1, fallbacks=["q"])
+    assert g(script)() == "ok"
+    assert script.targets == ["p", "q"]
+    assert get_breaker("p").counters.fallbacks == 1
+
+
+async def test_guard_async_breaker_open_before_retry_falls_back() -> None:
+    """Async: a breaker that opens on the first failure sends the retry to the fallback."""
+    clock = FakeClock()
+    with isolated_registry(clock):
+        script = Script(Status(503))
+
+        @llm_call(
+            "p",
+            fallbacks=["q"],
+            max_attempts=3,
+            deadline=100,
+            failure_threshold=1,
+            clock=clock,
+            async_sleep=clock.async_sleep,
+            random=lambda: 0.5,
+        )
+        async def fn() -> str:
+            return str(script())
+
+        assert await fn() == "ok"
+    assert script.targets == ["p", "q"]
+
+
+async def test_guard_async_cancel_during_backoff_ends_call() -> None:
+    """Cancelled while sleeping before a retry: the caller sees CancelledError, no fallback."""
+    clock = FakeClock()
+    with isolated_registry(clock):
+        script = Script(Status(503))
+        sleeping = asyncio.Event()
+
+        async def sleep(seconds: float) -> None:
+            sleeping.set()
+            await asyncio.sleep(3600)
+
+        @llm_call(
+            "p", fallbacks=["q"], max_attempts=3, deadline=100, clock=clock, async_sleep=sleep
+        )
+        async def fn() -> str:
+            return str(script())
+
+        task = asyncio.ensure_future(fn())
+        await sleeping.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert get_breaker("p").counters.fallbacks == 0
+    assert script.targets == ["p"]
