@@ -302,6 +302,10 @@ def main() -> None:
             f"-c{args.connections} -d{max(1, round(args.duration))}s, {args.rounds} "
             "interleaved rounds; req/s are medians, ratios are medians of per-round ratios"
         )
+        # Other jobs on the machine inflate the server's share of every request and compress
+        # the ratios: the load average says how quiet the run was.
+        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"# {os.cpu_count()} CPUs, load average {load} (1 / 5 / 15 min) at the start")
         if not args.overhead_only:
             server = start()
             s = measure(server, ["/api/ping/", "/live/", "/health/"], **opts)
