@@ -87,10 +87,11 @@ def only_django_cleanup() -> bool:
 class IdleProbeResponse(HttpResponse):
     """The response of a probe that used no database connection and no cache (``live``/``health``).
 
-    Under WSGI, ``close()`` sends ``request_finished``, whose receivers in a plain Django project
-    only clean up after the request: close obsolete database connections (``request_started``
-    already did that before the probe ran, and the probe opened none), close the caches (the
-    probe used none) and reset the thread's URLconf (the next request sets it again).  For such
+    ``close()`` sends ``request_finished`` (Django's WSGI and ASGI handlers both call it), whose
+    receivers in a plain Django project only clean up after the request: close obsolete
+    database connections (``request_started`` already did that before the probe ran, and the
+    probe opened none), close the caches (the probe used none) and reset the thread's URLconf
+    (the next request sets it again).  For such
     a probe the signal is pure cost: about 40% of its time in Django's WSGI handler.  So when
     those are its only receivers, ``close()`` runs the response's own closers and skips the
     signal; any other receiver (an APM agent, Sentry, the project's own) gets it as usual.
