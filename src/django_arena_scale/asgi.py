@@ -81,6 +81,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.utils.cache import patch_vary_headers
 from django.utils.module_loading import import_string
 
+from django_arena_scale.responses import close_without_signal
 from django_arena_scale.streamauth import AuthStreamRequest, read_only_store
 
 if TYPE_CHECKING:
@@ -259,7 +260,10 @@ class StreamRouter:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            _close(response)
+            # Neither request signal is sent on the fast path: their usual receivers
+            # (close_old_connections) are sync and concern the ORM, which an async view on the
+            # event loop does not use.
+            close_without_signal(response)
 
 
 async def _watch_disconnect(
@@ -271,25 +275,6 @@ async def _watch_disconnect(
     disconnected.append(True)
     if task is not None:
         task.cancel()
-
-
-def _close(response: HttpResponseBase) -> None:
-    """Run the response's resource closers without ``response.close()``'s request_finished.
-
-    The fast path sends neither ``request_started`` nor ``request_finished``: their usual
-    receivers (``close_old_connections``) are sync and concern the ORM, which an async view on
-    the event loop does not use.
-    """
-    closers = getattr(response, "_resource_closers", None)
-    if closers is None:
-        return
-    for closer in closers:
-        try:
-            closer()
-        except Exception:
-            logger.exception("Closing the response of a stream failed.")
-    closers.clear()
-    response.closed = True
 
 
 def _headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:

@@ -28,6 +28,7 @@ from django_arena_scale.health.redact import redact, redact_all
 from django_arena_scale.health.registry import get_checks
 from django_arena_scale.health.runner import Runner
 from django_arena_scale.lifecycle.state import Lifecycle, State, get_lifecycle
+from django_arena_scale.responses import close_without_signal
 
 logger = logging.getLogger("django_arena_scale.health")
 
@@ -91,24 +92,17 @@ class IdleProbeResponse(HttpResponse):
     receivers in a plain Django project only clean up after the request: close obsolete
     database connections (``request_started`` already did that before the probe ran, and the
     probe opened none), close the caches (the probe used none) and reset the thread's URLconf
-    (the next request sets it again).  For such
-    a probe the signal is pure cost: about 40% of its time in Django's WSGI handler.  So when
-    those are its only receivers, ``close()`` runs the response's own closers and skips the
-    signal; any other receiver (an APM agent, Sentry, the project's own) gets it as usual.
+    (the next request sets it again).  For such a probe the signal is pure cost: about 40% of
+    its time in Django's WSGI handler.  So when those are its only receivers, ``close()`` runs
+    the response's own closers and skips the signal; any other receiver (an APM agent, Sentry,
+    the project's own) gets it as usual.
     """
 
     def close(self) -> None:
-        if not only_django_cleanup():
+        if only_django_cleanup():
+            close_without_signal(self)
+        else:
             super().close()
-            return
-        closers: list[Callable[[], Any]] = getattr(self, "_resource_closers", [])
-        for closer in closers:
-            try:
-                closer()
-            except Exception:
-                logger.debug("A probe response closer failed.", exc_info=True)
-        closers.clear()
-        self.closed = True
 
 
 def _build(
