@@ -734,8 +734,7 @@ def check_deploy_probe_timeout(app_configs: Any = None, **kwargs: Any) -> Messag
             f"{PREFIX}PROBE_TIMEOUT is {declared:g} s, but the configs generated from "
             f"{_spec_field('probe_timeout', f'{spec.probe_timeout} s')} give probes that "
             f"long (nginx probe locations, compose healthchecks, Kubernetes timeoutSeconds); the "
-            f"readiness "
-            f"deadline check (E030) uses the spec's value.",
+            f"readiness deadline check (E030) uses the spec's value.",
             hint=f"Set {PREFIX}PROBE_TIMEOUT = {spec.probe_timeout} or remove it; change the "
             f"probes' timeout with {PREFIX}DEPLOY['probe_timeout'].",
             obj=f"{PREFIX}PROBE_TIMEOUT",
@@ -781,8 +780,8 @@ def check_deploy_static_files(app_configs: Any = None, **kwargs: Any) -> Message
         messages.append(
             Warning(
                 f"STATIC_ROOT is {'not set' if root is None else repr(str(root))}, but "
-                f"docker-compose.yml generated "
-                f"from {_spec_field('static_root', repr(spec.static_root))} mounts the static "
+                f"docker-compose.yml generated from "
+                f"{_spec_field('static_root', repr(spec.static_root))} mounts the static "
                 f"volume nginx serves there: collectstatic (deploy.sh) does not fill the "
                 f"directory nginx serves.",
                 hint=f"Set STATIC_ROOT = {spec.static_root!r}, or {PREFIX}DEPLOY['static_root'] "

@@ -208,8 +208,7 @@ def config_map_env(spec: DeploymentSpec) -> dict[str, str]:
     Redis and database URLs may carry passwords and name compose hosts, so they come from the
     Secret instead.
     """
-    app_env = spec.app_environment
-    env = {k: v for k, v in app_env.items() if not SECRET_KEY_PATTERN.search(k)}
+    env = {k: v for k, v in spec.app_environment.items() if not SECRET_KEY_PATTERN.search(k)}
     env.update(
         {
             "ARENA_SCALE_DRAIN_FILE": DRAIN_FILE,
