@@ -103,10 +103,6 @@ class Server:
             used[child.pid] = times.user + times.system
         return used
 
-    def cpu_seconds(self) -> float:
-        """User+system CPU seconds used so far by the gunicorn worker processes."""
-        return sum(self.worker_cpu().values())
-
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
@@ -147,6 +143,8 @@ class Samples:
 #: round measures one worker, not the server (it halves req/s for whichever path it hits).
 MIN_WORKER_SHARE = 0.2
 MAX_TRIES = 6
+#: Every load asks for JSON (django-health-check answers HTML otherwise).
+ACCEPT_JSON = ["Accept: application/json"]
 
 
 def _round(
@@ -158,7 +156,7 @@ def _round(
         server.url(path),
         duration=duration,
         connections=connections,
-        headers=["Accept: application/json"],
+        headers=ACCEPT_JSON,
     )
     after = server.worker_cpu()
     used = [after[pid] - before.get(pid, 0.0) for pid in after]
@@ -182,7 +180,7 @@ def measure(
             server.url(path),
             duration=1,
             connections=connections,
-            headers=["Accept: application/json"],
+            headers=ACCEPT_JSON,
         )
     for i in range(rounds):
         for path in paths if i % 2 == 0 else list(reversed(paths)):
