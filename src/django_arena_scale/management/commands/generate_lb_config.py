@@ -100,7 +100,8 @@ class Command(BaseCommand):
             default = f.default
             if isinstance(default, tuple):
                 default = ",".join(default) or "none"
-            hint = f"{meta['help']} (default: {default})"
+            # argparse %-formats help strings ("%(default)s"): the spec's prose is literal text.
+            hint = f"{meta['help']} (default: {default})".replace("%", "%%")
             if meta["kind"] == "bool":
                 spec_group.add_argument(
                     _option(f.name),
