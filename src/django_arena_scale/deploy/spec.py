@@ -289,7 +289,9 @@ class DeploymentSpec:
     http_port: int = _int(80, "port nginx listens on", 1, 65535)
     status_port: int = _int(8081, "internal nginx listener for stub_status", 1, 65535)
     app_port: int = _int(8000, "port every replica listens on inside its container", 1, 65535)
-    trusted_proxies: tuple[str, ...] = _strs((), "CIDRs whose X-Forwarded-For is believed", "cidr")
+    trusted_proxies: tuple[str, ...] = _strs(
+        (), "CIDRs whose X-Forwarded-For is believed (private ranges only)", "proxy"
+    )
     internal_networks: tuple[str, ...] = _strs(
         ("127.0.0.1/32", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
         "CIDRs allowed to reach /status/ and stub_status",
@@ -816,8 +818,55 @@ def _check_field(f: dataclasses.Field[Any], value: Any) -> None:
             raise SpecError(f.name, value, "must not repeat an entry")
 
 
+#: Where a trusted proxy may sit: loopback, RFC 1918, shared address space (RFC 6598),
+#: link-local, IPv6 loopback, unique local (fc00::/7) and IPv6 link-local.  Every other
+#: network holds global addresses (or, like ``::ffff:0:0/96``, can spell them).
+PRIVATE_PROXY_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
+def trusted_proxy_problem(value: object) -> str | None:
+    """Why ``value`` must not be a trusted proxy network, or None when it may.
+
+    A trusted proxy's ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed, so any
+    client inside the network can choose its own address (bypassing every per-IP limit and
+    the internal-address allow lists) and claim HTTPS.  Only networks entirely inside
+    :data:`PRIVATE_PROXY_NETWORKS` are accepted: ``0.0.0.0/0``, ``::/0`` and any network
+    holding a global (public) address are refused.  Pure (no Django): the deploy spec and
+    a system check on ``ARENA_SCALE_TRUSTED_PROXIES`` can share it.
+    """
+    if not isinstance(value, str):
+        return "must be an IP network string like '10.0.0.0/8'"
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        return "must be an IP network like '10.0.0.0/8'"
+    for allowed in PRIVATE_PROXY_NETWORKS:
+        if network.version == allowed.version and network.subnet_of(allowed):  # type: ignore[arg-type]
+            return None
+    what = "every address" if network.prefixlen == 0 else "public (global) addresses"
+    return (
+        f"must be a private network (loopback, 10/8, 172.16/12, 192.168/16, 100.64/10, "
+        f"link-local, ::1, fc00::/7, fe80::/10): {str(network)!r} includes {what}, and any "
+        "client there could forge X-Forwarded-For (bypassing per-IP limits) and "
+        "X-Forwarded-Proto; list your load balancer's own addresses instead"
+    )
+
+
 def _check_token(name: str, value: Any, token: str) -> None:
-    if token == "cidr":
+    if token in ("cidr", "proxy"):
         rule = "must hold IP networks like '10.0.0.0/8' (no spaces, quotes, ';', '{' or '}')"
         if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F.:/]{2,49}", value):
             raise SpecError(name, value, rule)
@@ -825,6 +874,9 @@ def _check_token(name: str, value: Any, token: str) -> None:
             ipaddress.ip_network(value, strict=False)
         except ValueError as exc:
             raise SpecError(name, value, rule) from exc
+        problem = trusted_proxy_problem(value) if token == "proxy" else None
+        if problem:
+            raise SpecError(name, value, problem)
         return
     pattern, rule = _TOKEN_RULES[token]
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
@@ -838,6 +890,9 @@ def _check_token(name: str, value: Any, token: str) -> None:
             raise SpecError(name, value, rule) from exc
     if token == "relpath" and (".." in value.split("/") or value.startswith("/")):
         raise SpecError(name, value, rule + " inside the output dir")
+    if token == "urlpath" and any(seg in (".", "..") for seg in value.split("/")):
+        # nginx and browsers normalise dot segments, so the location would never match.
+        raise SpecError(name, value, rule + " without '.' or '..' segments")
 
 
 _TRUE = {"1", "true", "yes", "on"}
