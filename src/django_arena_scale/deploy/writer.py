@@ -10,6 +10,9 @@
    a hard link until the end, so an error rolls every file back; SIGINT/SIGTERM are held for
    the few renames of that phase.  Any failure (or Ctrl-C) before it leaves the directory as
    it was.
+
+Nothing is written outside the output directory: a symbolic link below it (file or
+directory) and a relative path with '.' or '..' parts are refused before anything is written.
 """
 
 from __future__ import annotations
@@ -112,10 +115,16 @@ def plan(
     if out.exists() and not out.is_dir():
         raise WriteError(f"--output {str(out)!r} must be a directory; it is a file.")
     exists = out.is_dir()
+    real_out = out.resolve() if exists else None
     for rel in sorted(files):
         target = out / rel
+        _check_rel(out, rel)
         if exists:
             _check_parents(out, rel)
+            if real_out is not None and not target.resolve().is_relative_to(real_out):
+                raise WriteError(
+                    f"{str(target)!r} resolves outside --output {str(out)!r}; refusing to write it."
+                )
         if not exists or not (target.exists() or target.is_symlink()):
             result.create.append(rel)
             continue
@@ -135,10 +144,30 @@ def plan(
     return result
 
 
+def _check_rel(out: Path, rel: str) -> None:
+    """``rel`` must name a path inside ``out``: relative, without '.' or '..' parts."""
+    parts = rel.split("/")
+    if not rel or Path(rel).is_absolute() or any(p in ("", ".", "..") for p in parts):
+        raise WriteError(
+            f"{rel!r} must be a relative path inside --output {str(out)!r} "
+            "(no leading '/', no '.' or '..' parts)."
+        )
+
+
+def _refuse_symlink(path: Path, rel: str) -> None:
+    if path.is_symlink():
+        raise WriteError(
+            f"{str(path)!r} is a symbolic link; refusing to write {rel!r} through it "
+            "(files are only written inside --output; replace the link with a directory)."
+        )
+
+
 def _check_parents(out: Path, rel: str) -> None:
+    _check_rel(out, rel)
     parent = out
     for part in Path(rel).parts[:-1]:
         parent = parent / part
+        _refuse_symlink(parent, rel)
         if parent.exists() and not parent.is_dir():
             raise WriteError(f"{str(parent)!r} must be a directory to hold {rel!r}; it is a file.")
         if not parent.exists():
@@ -247,6 +276,10 @@ def _swap_in(tree: Path, out: Path, backup: Path, rels: list[str]) -> None:
                 if not directory.exists():
                     directory.mkdir()
                     created_dirs.append(directory)
+            for parent in reversed(Path(rel).parents[:-1]):  # [-1] is '.', --output itself
+                # Checked by plan(); again here in case a directory was swapped for a link since.
+                _refuse_symlink(out / parent, rel)
+            _refuse_symlink(target, rel)
             old: Path | None = None
             if target.exists():
                 old = backup / rel
