@@ -270,19 +270,49 @@ def _postgres(y: _Yaml, spec: DeploymentSpec) -> None:
     _healthcheck(y, 2, ["CMD-SHELL", f"nc -z 127.0.0.1 {spec.database_port} || exit 1"], 10, 3)
 
 
+#: Host name env.example suggests when the spec's server_name is the catch-all '_'.
+PLACEHOLDER_HOST = "arena.example.com"
+#: The command env.example suggests for a SECRET_KEY (never a default value).
+SECRET_KEY_COMMAND = 'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+
+
+def allowed_hosts(spec: DeploymentSpec) -> str:
+    """Django ``ALLOWED_HOSTS`` for the spec's server_name: never ``*``.
+
+    ``*.example.com`` becomes Django's subdomain form ``.example.com``; the catch-all ``_``
+    becomes :data:`PLACEHOLDER_HOST`, which answers 400 until replaced by the real name.
+    """
+    if spec.server_name == "_":
+        return PLACEHOLDER_HOST
+    return spec.server_name.replace("*.", ".", 1)
+
+
 def _env_example(spec: DeploymentSpec) -> str:
+    """Secrets are left empty (the app and the postgres image refuse to start without them)."""
     host, port = spec.database_host, spec.database_port
+    placeholder = (
+        f"# {PLACEHOLDER_HOST} is a placeholder: put the host names clients use.\n"
+        if spec.server_name == "_"
+        else ""
+    )
     return (
         f"# Copy to {spec.env_file} (next to docker-compose.yml), fill in, never commit it.\n"
         "# Secrets live only here; docker-compose.yml passes the non-secret settings.\n"
-        "SECRET_KEY=change-me\n"
-        "ALLOWED_HOSTS=" + ("*" if spec.server_name == "_" else spec.server_name) + "\n"
+        "# Required, no default: a long random value, the same on every replica. Generate one:\n"
+        f"#   {SECRET_KEY_COMMAND}\n"
+        "SECRET_KEY=\n"
+        "# Comma-separated host names of this site (never '*': it disables Host validation\n"
+        "# and the WebSocket Origin check).\n"
+        + placeholder
+        + f"ALLOWED_HOSTS={allowed_hosts(spec)}\n"
         "POSTGRES_DB=arena\n"
         "POSTGRES_USER=arena\n"
-        "POSTGRES_PASSWORD=change-me\n"
-        f"DATABASE_URL=postgres://arena:change-me@{host}:{port}/arena\n"
+        "# Required, no default (generate one like SECRET_KEY); put it in DATABASE_URL too.\n"
+        "POSTGRES_PASSWORD=\n"
+        f"DATABASE_URL=postgres://arena:POSTGRES_PASSWORD@{host}:{port}/arena\n"
         + (
-            "# PgBouncer logs in to PostgreSQL with these.\nDB_USER=arena\nDB_PASSWORD=change-me\n"
+            "# PgBouncer logs in to PostgreSQL with these (DB_PASSWORD = POSTGRES_PASSWORD).\n"
+            "DB_USER=arena\nDB_PASSWORD=\n"
             if spec.pgbouncer
             else ""
         )
