@@ -115,7 +115,11 @@ def test_runner_overall_deadline_caps_check_timeout() -> None:
 def test_runner_runs_checks_concurrently() -> None:
     """Two checks that each wait for the other can only pass if they run at the same time."""
     barrier = threading.Barrier(2, timeout=2)
-    report = _evaluate(Check("a", barrier.wait), Check("b", barrier.wait), deadline=3.0)
+
+    def meet() -> None:
+        barrier.wait()  # returns the thread's index, which is not a pass value
+
+    report = _evaluate(Check("a", meet), Check("b", meet), deadline=3.0)
     assert report.status is Status.PASS
 
 
@@ -316,3 +320,244 @@ def test_runner_clear_forgets_cache() -> None:
 def test_runner_repr_names_counts() -> None:
     """repr shows the evaluation count."""
     assert "evaluations=0" in repr(Runner())
+
+
+# --- fail closed: every shape a check can take --------------------------------------------------
+def _outcome(check: Check, deadline: float = 2.0) -> tuple[str, str | None]:
+    result = _evaluate(check, deadline=deadline).results[0]
+    return result.status.value, result.reason.value if result.reason else None
+
+
+def test_shape_sync_pass() -> None:
+    """A plain function that returns normally passes."""
+
+    def check() -> None:
+        return None
+
+    assert _outcome(Check("sync", check)) == ("pass", None)
+
+
+@pytest.mark.parametrize("value", [True, Status.PASS])
+def test_shape_explicit_pass_values(value: object) -> None:
+    """True and Status.PASS are the other explicit passes."""
+    assert _outcome(Check("sync", lambda: value)) == ("pass", None)
+
+
+def test_shape_async_pass() -> None:
+    """An async def check is awaited and passes."""
+    ran = []
+
+    async def check() -> None:
+        await asyncio.sleep(0)
+        ran.append(1)
+
+    assert (_outcome(Check("async", check)), ran) == (("pass", None), [1])
+
+
+def test_shape_async_returning_false_fails() -> None:
+    """The awaited value is classified like a sync return: False fails as unavailable."""
+
+    async def check() -> bool:
+        return False
+
+    assert _outcome(Check("async", check)) == ("fail", "unavailable")
+
+
+@pytest.mark.parametrize("value", [False, Status.FAIL])
+def test_shape_returns_false(value: object) -> None:
+    """False and Status.FAIL fail as unavailable."""
+    assert _outcome(Check("down", lambda: value)) == ("fail", "unavailable")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ok", "pass", 1, 0, 1.0, {"status": "pass"}, [], object(), Status],
+    ids=["str-ok", "str-pass", "int-1", "int-0", "float", "dict", "list", "object", "class"],
+)
+def test_shape_wrong_type_fails_as_error(value: object) -> None:
+    """Any value that is not an explicit pass fails closed as error (it used to pass)."""
+    assert _outcome(Check("odd", lambda: value)) == ("fail", "error")
+
+
+def test_shape_wrong_type_logged_once_per_check_and_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The wrong return type is logged (with the type, not the value) once per process."""
+    runner = Runner()
+    check = Check("odd", lambda: "secret-value")
+    with caplog.at_level("WARNING", logger="django_arena_scale.health"):
+        for _ in range(3):
+            runner.evaluate([check], deadline=2, default_timeout=2)
+    messages = [r.getMessage() for r in caplog.records if "returned" in r.getMessage()]
+    assert (len(messages), "str" in messages[0], "secret-value" in messages[0]) == (1, True, False)
+
+
+def test_shape_raises_is_error() -> None:
+    """A sync check that raises fails as error."""
+
+    def check() -> None:
+        raise ValueError(SECRET)
+
+    assert _outcome(Check("boom", check)) == ("fail", "error")
+
+
+def test_shape_async_raises_is_error() -> None:
+    """An async check that raises fails as error (it used to read as a pass)."""
+
+    async def check() -> None:
+        raise ValueError(SECRET)
+
+    assert _outcome(Check("boom", check)) == ("fail", "error")
+
+
+def test_shape_async_raises_unavailable() -> None:
+    """Unavailable raised from an async check keeps its reason."""
+
+    async def check() -> None:
+        raise Unavailable("down")
+
+    assert _outcome(Check("down", check)) == ("fail", "unavailable")
+
+
+def test_shape_sync_hang_is_timeout() -> None:
+    """A sync check that hangs is reported timeout."""
+    release = threading.Event()
+    try:
+        outcome = _outcome(Check("hang", lambda: release.wait(5), timeout=0.05))
+    finally:
+        release.set()
+    assert outcome == ("fail", "timeout")
+
+
+def test_shape_async_hang_is_timeout_and_cancelled() -> None:
+    """An async check that hangs is reported timeout, and its coroutine is cancelled."""
+    cancelled = threading.Event()
+
+    async def check() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    outcome = _outcome(Check("hang", check, timeout=0.05))
+    assert (outcome, cancelled.wait(5)) == (("fail", "timeout"), True)
+
+
+def test_shape_async_hang_capped_by_overall_deadline() -> None:
+    """The overall deadline caps an async check's own timeout too."""
+    cancelled = threading.Event()
+
+    async def check() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    outcome = _outcome(Check("hang", check, timeout=30), deadline=0.05)
+    assert (outcome, cancelled.wait(5)) == (("fail", "timeout"), True)
+
+
+def test_shape_sync_callable_returning_coroutine_is_awaited() -> None:
+    """A plain callable returning a coroutine has it awaited (here: it raises -> error)."""
+
+    async def probe() -> None:
+        raise Unavailable("down")
+
+    assert _outcome(Check("wrapped", lambda: probe())) == ("fail", "unavailable")
+
+
+def test_shape_sync_callable_returning_passing_coroutine_passes() -> None:
+    """... and a passing coroutine returned by a plain callable passes."""
+
+    async def probe() -> None:
+        return None
+
+    assert _outcome(Check("wrapped", lambda: probe())) == ("pass", None)
+
+
+def test_shape_awaitable_object_is_awaited() -> None:
+    """Any awaitable (not only coroutines) is awaited."""
+
+    class Ready:
+        def __await__(self):  # type: ignore[no-untyped-def]
+            yield from asyncio.sleep(0).__await__()
+            return Status.WARN
+
+    assert _outcome(Check("aw", Ready)) == ("warn", None)
+
+
+def test_shape_coroutine_returning_coroutine_fails_and_is_closed() -> None:
+    """An awaited value that is itself an un-awaited coroutine fails, and is closed."""
+    inner_ran = []
+
+    async def inner() -> None:
+        inner_ran.append(1)
+
+    holder: list[object] = []
+
+    async def check() -> object:
+        coro = inner()
+        holder.append(coro)
+        return coro
+
+    outcome = _outcome(Check("nested", check))
+    coro = holder[0]
+    assert (outcome, inner_ran, coro.cr_frame) == (("fail", "error"), [], None)  # type: ignore[attr-defined]
+
+
+def test_classify_unawaited_coroutine_fails_and_is_closed() -> None:
+    """classify() given a coroutine fails it as error and closes it (no 'never awaited')."""
+    from django_arena_scale.health.runner import classify
+
+    async def check() -> None:
+        return None
+
+    coro = check()
+    result = classify(coro)
+    assert (result, coro.cr_frame) == ((Status.FAIL, Reason.ERROR), None)
+
+
+def test_no_never_awaited_warning_from_the_runner(recwarn: pytest.WarningsRecorder) -> None:
+    """Running async checks of every shape leaves no RuntimeWarning behind."""
+    import gc
+
+    async def ok() -> None:
+        return None
+
+    async def boom() -> None:
+        raise ValueError
+
+    async def hang() -> None:
+        await asyncio.sleep(30)
+
+    async def nested() -> object:
+        return ok()
+
+    _evaluate(
+        Check("ok", ok),
+        Check("boom", boom),
+        Check("hang", hang, timeout=0.05),
+        Check("nested", nested),
+        Check("wrapped", lambda: ok()),
+    )
+    gc.collect()
+    assert [str(w.message) for w in recwarn if issubclass(w.category, RuntimeWarning)] == []
+
+
+def test_generator_function_refused_at_registration() -> None:
+    """A generator function cannot be a check: refused with a clear error naming it."""
+
+    def gen():  # type: ignore[no-untyped-def]
+        yield None
+
+    async def agen():  # type: ignore[no-untyped-def]
+        yield None
+
+    errors = []
+    for func in (gen, agen):
+        with pytest.raises(TypeError) as info:
+            Check("g", func)
+        errors.append(str(info.value))
+    assert all("'g'" in e and "generator function" in e for e in errors)

@@ -51,6 +51,27 @@ async def test_probe_async_ready_failure_reason(async_client: AsyncClient, setti
     assert json.loads(response.content) == {"status": "fail", "checks": {"redis": "unavailable"}}
 
 
+async def test_probe_async_ready_async_check_raising_fails(
+    async_client: AsyncClient, client: Any, settings: Any
+) -> None:
+    """An async def check that raises fails /ready/ under ASGI and WSGI (it read as a pass)."""
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    settings.ARENA_SCALE_CHECKS = [Check("search", broken)]
+    under_asgi = await async_client.get("/ready/")
+    get_runner().clear()
+    from asgiref.sync import sync_to_async
+
+    under_wsgi = await sync_to_async(client.get)("/ready/")
+    expected = {"status": "fail", "checks": {"search": "error"}}
+    assert [(r.status_code, json.loads(r.content)) for r in (under_asgi, under_wsgi)] == [
+        (503, expected),
+        (503, expected),
+    ]
+
+
 async def test_probe_async_health_draining(async_client: AsyncClient) -> None:
     """/health/ under ASGI answers 503 while draining."""
     get_lifecycle().begin_drain()

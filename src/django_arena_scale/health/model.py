@@ -1,14 +1,17 @@
 """The health check model: :class:`Check`, its result, and the fixed status/reason enums.
 
-Pure Python (no Django import).  A check is a callable that returns normally when the dependency
-is usable.  It may raise :class:`Unavailable` to say "the dependency answered: not usable", or
-return :data:`Status.WARN` / ``False``; any other exception is reported as ``error`` without its
-text, and a check that does not finish within its timeout is reported as ``timeout``.
+Pure Python (no Django import).  A check is a callable (plain or ``async def``) that returns
+normally (``None``, ``True`` or :data:`Status.PASS`) when the dependency is usable.  It may raise
+:class:`Unavailable` to say "the dependency answered: not usable", or return
+:data:`Status.WARN` / ``False`` / :data:`Status.FAIL`.  Checks fail closed: any other return
+value is reported as ``error``, any other exception as ``error`` without its text, and a check
+that does not finish within its timeout as ``timeout``.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,6 +65,13 @@ class Check:
             raise ValueError(msg)
         if not callable(self.func):
             msg = f"Check {self.name!r} needs a callable, got {self.func!r}."
+            raise TypeError(msg)
+        if inspect.isgeneratorfunction(self.func) or inspect.isasyncgenfunction(self.func):
+            msg = (
+                f"Check {self.name!r} is a generator function ({self.func!r}); a check is a "
+                "plain function or an 'async def' coroutine function that returns (or raises) "
+                "once."
+            )
             raise TypeError(msg)
         if self.timeout is not None and (
             isinstance(self.timeout, bool)

@@ -4,6 +4,12 @@ Pure Python (no Django import); the clocks are injected so tests need no sleeps.
 
 * Each check runs in its own daemon thread (a hung check never blocks interpreter exit) and
   gets ``min(check.timeout or default_timeout, deadline)`` seconds; a late check is ``timeout``.
+* Checks fail closed: only ``None``, ``True`` and :data:`Status.PASS` pass (``Status.WARN``
+  warns); ``False``, ``Status.FAIL`` and every other value (a string, a number, a dict, an
+  un-awaited coroutine) fail.
+* An async check (``async def``, or any callable returning an awaitable) is awaited in its
+  helper thread on a private event loop (``asyncio.run``), bounded by the same budget: the
+  coroutine is cancelled when the budget runs out, so the thread ends with it.
 * A check still running from an earlier evaluation is not started again: it is reported as
   ``timeout`` at once, so a dependency that hangs cannot pile up threads.
 * :meth:`Runner.get` reuses a report for ``ttl`` seconds, and concurrent callers share one
@@ -14,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -49,22 +56,69 @@ def spawn_daemon(target: Callable[[], None]) -> None:
 
 
 def classify(value: Any) -> tuple[Status, Reason | None]:
-    """Map a check's return value to a status (``None``/``True``: pass; ``False``: fail)."""
+    """Map a check's (already awaited) return value to a status; anything unknown fails.
+
+    ``None``, ``True`` and ``Status.PASS`` pass; ``Status.WARN`` warns; ``False`` and
+    ``Status.FAIL`` fail as ``unavailable``; any other value fails as ``error`` (a check that
+    returns ``"ok"``, ``1`` or a dict did not say "pass").  An awaitable that reaches this
+    function was never awaited: it fails, and a coroutine is closed so that it does not warn
+    "coroutine ... was never awaited" when it is collected.
+    """
     if value is None or value is True or value is Status.PASS:
         return Status.PASS, None
     if value is Status.WARN:
         return Status.WARN, None
     if value is False or value is Status.FAIL:
         return Status.FAIL, Reason.UNAVAILABLE
-    return Status.PASS, None
+    discard(value)
+    return Status.FAIL, Reason.ERROR
+
+
+def discard(value: Any) -> None:
+    """Close ``value`` if it is an un-awaited coroutine (or generator), without running it."""
+    if inspect.iscoroutine(value) or inspect.isgenerator(value):
+        value.close()
+
+
+_TIMEOUTS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    asyncio.TimeoutError,  # a distinct class on Python 3.10
+    FutureTimeout,  # likewise
+)
 
 
 def classify_exception(exc: BaseException) -> Reason:
     if isinstance(exc, Unavailable):
         return Reason.UNAVAILABLE
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, _TIMEOUTS):
         return Reason.TIMEOUT
     return Reason.ERROR
+
+
+async def _bounded(awaitable: Awaitable[Any], budget: float) -> Any:
+    return await asyncio.wait_for(awaitable, budget)
+
+
+def call_check(check: Check, budget: float) -> Any:
+    """Call ``check.func`` and, if it returns an awaitable, await it for at most ``budget`` s.
+
+    Runs in the check's helper thread, where no event loop runs, so the awaitable gets a
+    private loop of its own (``asyncio.run``); a coroutine still running at the budget is
+    cancelled (reported ``timeout``).  Async checks must not block that loop: use async
+    clients in them, or write the check as a plain function.
+    """
+    value = check.func()
+    if not inspect.isawaitable(value):
+        return value
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # only when a test runs a check inline inside an event loop
+        discard(value)
+        msg = f"Async check {check.name!r} cannot be awaited inside a running event loop."
+        raise RuntimeError(msg)
+    return asyncio.run(_bounded(value, budget))
 
 
 class Runner:
@@ -88,6 +142,7 @@ class Runner:
         self._cached_at = 0.0
         self._inflight: Future[Report] | None = None
         self._running: dict[str, Outcome] = {}
+        self._warned: set[tuple[str, type[Any]]] = set()
         self.evaluations = 0
         self.joined = 0  # callers that waited for another caller's evaluation
 
@@ -209,7 +264,7 @@ class Runner:
                 started_one: Outcome = Future()
                 started_one.set_running_or_notify_cancel()
                 self._running[check.name] = started_one
-            self._spawn(_bind(self._run_one, check, started_one))
+            self._spawn(_bind(self._run_one, check, budget, started_one))
             pending.append((check, budget, started_one))
 
         results: list[CheckResult] = []
@@ -241,10 +296,22 @@ class Runner:
             duration=self._clock() - started,
         )
 
-    def _run_one(self, check: Check, outcome: Outcome) -> None:
+    def _run_one(self, check: Check, budget: float, outcome: Outcome) -> None:
         t0 = self._clock()
         try:
-            status, reason = classify(check.func())
+            value = call_check(check, budget)
+            status, reason = classify(value)
+            if (
+                status is Status.FAIL
+                and reason is Reason.ERROR
+                and self._first_warning(check, value)
+            ):
+                logger.warning(
+                    "Health check %r returned %s; a check passes only by returning None, "
+                    "True or Status.PASS (or by returning normally). Reported as error.",
+                    check.name,
+                    type(value).__name__,
+                )
         except BaseException as exc:
             reason = classify_exception(exc)
             status = Status.FAIL
@@ -252,6 +319,15 @@ class Runner:
                 # Full detail goes to the server log only; responses carry the enum value.
                 logger.warning("Health check %r raised.", check.name, exc_info=True)
         outcome.set_result((status, reason, self._clock() - t0))
+
+    def _first_warning(self, check: Check, value: Any) -> bool:
+        """Whether this check returning this type has not been logged yet (once per process)."""
+        key = (check.name, type(value))
+        with self._lock:
+            if key in self._warned:
+                return False
+            self._warned.add(key)
+            return True
 
     def _error_report(self, name: str, reason: Reason = Reason.ERROR) -> Report:
         result = CheckResult(
@@ -261,11 +337,12 @@ class Runner:
 
 
 def _bind(
-    func: Callable[[Check, Outcome], None],
+    func: Callable[[Check, float, Outcome], None],
     check: Check,
+    budget: float,
     outcome: Outcome,
 ) -> Callable[[], None]:
-    return lambda: func(check, outcome)
+    return lambda: func(check, budget, outcome)
 
 
 def _run_inline(target: Callable[[], None]) -> None:
