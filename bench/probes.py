@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -56,6 +57,7 @@ def _env(redis_url: str, workdir: Path, **extra: str) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "SQLITE_PATH": str(workdir / "db.sqlite3"),
         "LOG_LEVEL": "ERROR",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
         **extra,
     }
 

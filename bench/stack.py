@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import csv
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -42,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
 from bench._load import UNLIMITED, wrk  # noqa: E402
 

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -121,6 +122,7 @@ def main() -> None:
             ARENA_DEMO_USER="demo",
             ARENA_DEMO_PASSWORD="demo-password",
             LOG_LEVEL="ERROR",
+            SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
         )
         import django
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import secrets
 import shutil
 import statistics
 import sys
@@ -33,6 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
 from bench._load import UNLIMITED, wrk  # noqa: E402
 

@@ -71,6 +71,17 @@ say "installing django-arena-scale[servers] and the example project's requiremen
 # --- example project: migrate, generate configs -------------------------------------------------
 mkdir -p "$STATE_DIR"
 export DJANGO_SETTINGS_MODULE=arena_project.settings
+# One random SECRET_KEY for every replica, kept in the state dir so a restart keeps sessions.
+if [ -z "${SECRET_KEY:-}" ]; then
+    if [ ! -s "$STATE_DIR/secret_key" ]; then
+        (umask 077 && "$VPY" -c 'import secrets; print(secrets.token_urlsafe(50))' >"$STATE_DIR/secret_key")
+    fi
+    SECRET_KEY="$(cat "$STATE_DIR/secret_key")"
+fi
+export SECRET_KEY
+# The demo stack listens on 127.0.0.1 only: let its users inject provider faults
+# (X-Arena-Simulate: fail=429 ...), as the README shows.
+export ARENA_EXAMPLE_FAULT_INJECTION="${ARENA_EXAMPLE_FAULT_INJECTION:-1}"
 export SQLITE_PATH="${SQLITE_PATH:-$STATE_DIR/db.sqlite3}"
 export ARENA_SCALE_REPLICAS="$REPLICAS"
 cd "$ROOT/example_project"

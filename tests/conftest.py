@@ -8,6 +8,10 @@ from hypothesis import settings as _hypothesis_settings
 
 from tests.servers import RedisServer
 
+# The example project runs with DEBUG off in the processes tests start (example servers,
+# run_lb_stack and its replicas): it refuses to start without a SECRET_KEY, one for all replicas.
+os.environ.setdefault("SECRET_KEY", "tests-only-example-secret-not-for-production-0123456789")
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

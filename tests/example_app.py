@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIR = ROOT / "example_project"
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
+TEST_SECRET_KEY = "tests-only-example-secret-not-for-production-0123456789"
 
 
 def example_env(sqlite_path: Path, **extra: str) -> dict[str, str]:
@@ -33,6 +34,10 @@ def example_env(sqlite_path: Path, **extra: str) -> dict[str, str]:
         ARENA_DEMO_USER=DEMO_USER,
         ARENA_DEMO_PASSWORD=DEMO_PASSWORD,
         PYTHONUNBUFFERED="1",
+        # DEBUG is off: the example refuses to start without a SECRET_KEY, and honours the
+        # X-Arena-Simulate header only when fault injection is switched on.
+        SECRET_KEY=os.environ.get("SECRET_KEY") or TEST_SECRET_KEY,
+        ARENA_EXAMPLE_FAULT_INJECTION="1",
     )
     for name in ("REDIS_URL", "SESSION_REDIS_URL", "CHANNEL_REDIS_URL", "DATABASE_URL"):
         env.pop(name, None)

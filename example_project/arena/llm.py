@@ -25,6 +25,7 @@ Options can be overridden per deployment with ``ARENA_SCALE_LLM_PROVIDERS["simul
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,10 @@ MAX_TOKENS = 10_000
 MAX_DELAY = 10.0
 _KEYS = frozenset({"fail", "retry_after", "break_after", "first_delay", "fail_attempts"})
 _INT_KEYS = frozenset({"fail", "break_after", "fail_attempts"})
+SIMULATE_FORM = (
+    "';'-separated key=value parts: fail=<status>, retry_after=<s>, fail_attempts=<n>, "
+    "backup=ok, break_after=<k>, first_delay=<s>"
+)
 
 PROVIDER = "simulator"
 BACKUP = Target(PROVIDER, key="backup", kwargs={"deployment": "backup"})
@@ -120,20 +125,25 @@ class Simulation:
                 backup_ok = True
                 continue
             if not sep or key not in _KEYS:
-                msg = (
-                    f"X-Arena-Simulate part {part.strip()!r} should be one of fail=<status>, "
-                    "retry_after=<s>, fail_attempts=<n>, backup=ok, break_after=<k>, "
-                    "first_delay=<s>."
-                )
+                msg = f"X-Arena-Simulate part {part.strip()!r} should be one of {SIMULATE_FORM}."
                 raise ValueError(msg)
             try:
-                value: float | int = int(raw) if key in _INT_KEYS else min(float(raw), MAX_DELAY)
-            except ValueError as exc:
+                value: float | int = int(raw) if key in _INT_KEYS else float(raw)
+            except ValueError:
                 msg = f"X-Arena-Simulate value {raw.strip()!r} for {key!r} should be a number."
-                raise ValueError(msg) from exc
-            if value < 0:
-                msg = f"X-Arena-Simulate value {raw.strip()!r} for {key!r} should not be negative."
+                raise ValueError(msg) from None
+            # nan would pass every comparison below and reach asyncio.sleep / Retry-After.
+            if not math.isfinite(value) or value < 0:
+                msg = (
+                    f"X-Arena-Simulate value {raw.strip()!r} for {key!r} should be a finite, "
+                    "non-negative number."
+                )
                 raise ValueError(msg)
+            if key == "fail" and not 100 <= value <= 599:
+                msg = f"X-Arena-Simulate fail={raw.strip()!r} should be an HTTP status (100-599)."
+                raise ValueError(msg)
+            if key not in _INT_KEYS:
+                value = min(value, MAX_DELAY)
             fields[key] = value
         return cls(
             fail=int(fields["fail"]) if "fail" in fields else None,

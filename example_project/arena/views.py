@@ -30,14 +30,70 @@ def replica_name() -> str:
     return os.environ.get("ARENA_REPLICA_NAME") or f"{HOSTNAME}:{os.getpid()}"
 
 
+class BadParameter(ValueError):
+    """A request parameter the view cannot use; the 400 names it and the expected form."""
+
+    def __init__(self, name: str, expected: str, value: object = None) -> None:
+        self.name = name
+        self.expected = expected
+        shown = "" if value is None else f", got {_shown(value)}"
+        super().__init__(f"{name} should be {expected}{shown}.")
+
+    def response(self) -> JsonResponse:
+        return JsonResponse({"error": str(self), "parameter": self.name}, status=400)
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """``repr`` of a client's value, cut to ``limit`` characters (a 400 never echoes a page)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _json_body(request: HttpRequest) -> dict[str, Any] | None:
+    """The JSON object body, or None for another content type, bad JSON or a non-object.
+
+    Deep nesting makes the parser raise RecursionError: bad input like any other.
+    """
     if request.content_type != "application/json":
         return None
     try:
         body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def _int_param(request: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    expected = f"an integer from {low} to {high}"
+    try:
+        value = int(raw)
+    except ValueError:  # the text of int()'s error is Python's, not the API's
+        raise BadParameter(name, expected, raw) from None
+    if not low <= value <= high:
+        raise BadParameter(name, expected, raw)
+    return value
+
+
+def _float_param(request: HttpRequest, name: str, default: float, low: float, high: float) -> float:
+    raw = request.GET.get(name)
+    if raw is None:
+        return default
+    expected = f"a number of seconds from {low:g} to {high:g}"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadParameter(name, expected, raw) from None
+    if not low <= value <= high:  # also false for nan
+        raise BadParameter(name, expected, raw)
+    return value
+
+
+def fault_injection_enabled() -> bool:
+    """Whether the ``X-Arena-Simulate`` request header is honoured (DEBUG or the setting)."""
+    return bool(settings.DEBUG or getattr(settings, "ARENA_EXAMPLE_FAULT_INJECTION", False))
 
 
 def _user_json(request: HttpRequest) -> str | None:
@@ -53,7 +109,13 @@ def _user_json(request: HttpRequest) -> str | None:
 def login_view(request: HttpRequest) -> JsonResponse:
     body = _json_body(request)
     if body is None:
-        return JsonResponse({"error": "expected a JSON object body"}, status=400)
+        return JsonResponse(
+            {
+                "error": "the body should be a JSON object "
+                '{"username": "...", "password": "..."} sent as application/json.'
+            },
+            status=400,
+        )
     user = authenticate(
         request, username=str(body.get("username", "")), password=str(body.get("password", ""))
     )
@@ -92,9 +154,9 @@ def whoami(request: HttpRequest) -> JsonResponse:
 def messages(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
         try:
-            limit = max(1, min(int(request.GET.get("limit", "50")), 200))
-        except ValueError:
-            return JsonResponse({"error": "limit should be an integer"}, status=400)
+            limit = _int_param(request, "limit", 50, 1, 200)
+        except BadParameter as exc:
+            return exc.response()
         items = Message.objects.select_related("author")[:limit]
         return JsonResponse({"messages": [m.as_json() for m in items]})
     if not request.user.is_authenticated:
@@ -120,16 +182,17 @@ def sse_event(event: str, data: dict[str, Any], *, event_id: int | None = None) 
 
 
 def _stream_params(request: HttpRequest) -> tuple[int, float, llm.Simulation]:
-    count = int(request.GET.get("tokens", "20"))
-    if not 0 <= count <= llm.MAX_TOKENS:
-        msg = f"tokens should be between 0 and {llm.MAX_TOKENS}, got {count!r}."
-        raise ValueError(msg)
-    delay = float(request.GET.get("delay", settings.ARENA_TOKEN_DELAY))
-    if not 0 <= delay <= llm.MAX_DELAY:
-        msg = f"delay should be between 0 and {llm.MAX_DELAY} seconds, got {delay!r}."
-        raise ValueError(msg)
-    spec = request.headers.get("X-Arena-Simulate") or settings.ARENA_SIMULATE
-    return count, delay, llm.Simulation.parse(spec)
+    count = _int_param(request, "tokens", 20, 0, llm.MAX_TOKENS)
+    delay = _float_param(request, "delay", settings.ARENA_TOKEN_DELAY, 0, llm.MAX_DELAY)
+    # Fault injection from a request header is for tests and demos only: any client could
+    # otherwise make the provider call fail.  ARENA_SIMULATE is the operator's own setting.
+    header = request.headers.get("X-Arena-Simulate") if fault_injection_enabled() else None
+    spec = header or settings.ARENA_SIMULATE
+    try:
+        return count, delay, llm.Simulation.parse(spec)
+    except ValueError:
+        name = "X-Arena-Simulate" if header else "ARENA_SIMULATE"
+        raise BadParameter(name, llm.SIMULATE_FORM, spec) from None
 
 
 def _upstream_error(exc: llm.SimulatedLLMError) -> JsonResponse:
@@ -227,8 +290,8 @@ async def my_stream(request: HttpRequest) -> HttpResponse:
 async def _token_stream(request: HttpRequest, *, prelude: bytes = b"") -> HttpResponse:
     try:
         count, delay, sim = _stream_params(request)
-    except ValueError as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
+    except BadParameter as exc:
+        return exc.response()
     if isinstance(request, WSGIRequest):
         return await sync_to_async(_stream_wsgi)(count, delay, sim, prelude)
     agen = llm.stream_tokens(count, delay=delay, simulation=sim)

@@ -4,7 +4,10 @@ REDIS_URL            cache, sessions and channel layer on Redis (SESSION_REDIS_U
                      CHANNEL_REDIS_URL give sessions / channels a Redis of their own)
 DATABASE_URL         e.g. postgres://user:pass@host/db; default: SQLite file SQLITE_PATH
                      (db.sqlite3 in this folder)
-SECRET_KEY           required when DJANGO_DEBUG is off in production (a dev default is used)
+DJANGO_DEBUG         1 for development only (Django's DEBUG)
+SECRET_KEY           required unless DJANGO_DEBUG=1: the same long random value on every
+                     replica (sessions, logins and CSRF tokens are signed with it); generate one
+                     with  python -c "import secrets; print(secrets.token_urlsafe(50))"
 ALLOWED_HOSTS        comma-separated; default localhost,127.0.0.1,[::1]
 ARENA_HTTPS          1 behind a TLS-terminating proxy: secure cookies, HTTPS redirect, HSTS
 ARENA_SCALE_*        any django-arena-scale setting, e.g. ARENA_SCALE_REPLICAS=3,
@@ -15,6 +18,9 @@ ARENA_SCALE_*        any django-arena-scale setting, e.g. ARENA_SCALE_REPLICAS=3
                      spec; `manage.py check --deploy` warns where it does not (W051-W055).
 ARENA_TOKEN_DELAY    seconds between simulated LLM tokens (default 0.05)
 ARENA_SIMULATE       default failure mode of the simulated LLM (see arena/llm.py)
+ARENA_EXAMPLE_FAULT_INJECTION
+                     1 to honour the X-Arena-Simulate request header (fault injection for
+                     tests and demos; always honoured when DJANGO_DEBUG=1, never otherwise)
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 from django_arena_scale import conf as arena_scale_conf
 from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
@@ -55,8 +63,24 @@ def _arena_scale_from_env(name: str, raw: str) -> Any:
     return raw
 
 
+def _flag(name: str) -> bool:
+    return env(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+# Only for DJANGO_DEBUG=1: fixed (not per process) so that several dev replicas share it.
+DEV_SECRET_KEY = "django-insecure-arena-example-dev-only-never-in-production"
+
 DEBUG = env("DJANGO_DEBUG", "") == "1"
-SECRET_KEY = env("SECRET_KEY") or "dev-only-insecure-key-set-SECRET_KEY-in-production"
+SECRET_KEY = env("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set the SECRET_KEY environment variable to a long random "
+            "value, the same on every replica, e.g. "
+            "SECRET_KEY=\"$(python -c 'import secrets; print(secrets.token_urlsafe(50))')\" "
+            "(or DJANGO_DEBUG=1 for local development, which uses a fixed insecure dev key)."
+        )
+    SECRET_KEY = DEV_SECRET_KEY
 ALLOWED_HOSTS = _csv(env("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]"))
 CSRF_TRUSTED_ORIGINS = _csv(env("CSRF_TRUSTED_ORIGINS", ""))
 
@@ -138,6 +162,8 @@ for _name in arena_scale_conf.SETTINGS:
 # --- the arena itself ---------------------------------------------------------------------------
 ARENA_TOKEN_DELAY = float(env("ARENA_TOKEN_DELAY", "0.05"))
 ARENA_SIMULATE = env("ARENA_SIMULATE", "")
+# The X-Arena-Simulate header lets any client fail the provider call: off unless asked for.
+ARENA_EXAMPLE_FAULT_INJECTION = _flag("ARENA_EXAMPLE_FAULT_INJECTION")
 ARENA_DEMO_USER = env("ARENA_DEMO_USER", "demo")
 ARENA_DEMO_PASSWORD = env("ARENA_DEMO_PASSWORD", "demo-password")
 
