@@ -28,6 +28,10 @@ from tests.servers import free_port
 
 REPLICAS = 3
 STATUS_TOKEN = "e2e-status-token"
+#: The example's switch for X-Arena-Simulate fault injection (off by default).
+FAULT_INJECTION_ENV = "ARENA_EXAMPLE_FAULT_INJECTION"
+#: Seconds an open LLM breaker stays open in the e2e stack.
+BREAKER_RESET = 4.0
 
 
 @dataclass
@@ -44,6 +48,23 @@ class Stack:
 
     def replica_pids(self) -> dict[str, int]:
         return {r["name"]: r["pid"] for r in self.state()["replicas"]}
+
+    def drain_file(self, name: str) -> Path:
+        """The replica's ARENA_SCALE_DRAIN_FILE (run_lb_stack sets DIR/run/<name>.drain)."""
+        return self.dir / "run" / f"{name}.drain"
+
+    def reload_nginx(self) -> None:
+        """SIGHUP nginx and wait for its new workers: forgets passive failure marks (max_fails)
+        a previous test left, so one fault's test does not see the last one's."""
+        pid = self.state()["nginx_pid"]
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        before = set(children.read_text().split())
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not (set(children.read_text().split()) - before):
+            assert time.monotonic() < deadline, "nginx did not start new workers after SIGHUP"
+            time.sleep(0.02)
+        time.sleep(0.3)
 
     def act(self, action: str, target: str | None = None) -> dict[str, Any]:
         answer = control.send(self.dir, action, target, timeout=180)
@@ -65,6 +86,9 @@ class Stack:
         for replica in state["replicas"]:
             if replica["state"] != "ready":
                 self.act("start", replica["name"])
+            elif self.drain_file(replica["name"]).exists():
+                # Left by a drain test that failed before its own cleanup.
+                self.drain_file(replica["name"]).unlink()
         deadline = time.monotonic() + 30
         while not self.ready_everywhere():
             assert time.monotonic() < deadline, f"stack not healthy: {self.state()['replicas']}"
@@ -106,6 +130,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # itself can exceed the issue's "503 within 1 s" after Redis dies.
         "--env", "ARENA_SCALE_CHECK_CACHE_TTL=0.5",
         "--env", f"SQLITE_PATH={state_dir / 'db.sqlite3'}",
+        # The chaos suite injects provider failures (X-Arena-Simulate); the example honours
+        # the header only when fault injection is switched on.
+        "--env", f"{FAULT_INJECTION_ENV}=1",
+        # An open LLM breaker closes again after 4 s (default 30 s): the chaos suite checks
+        # healthy streams right after a burst of provider failures.
+        "--env",
+        "ARENA_SCALE_LLM_PROVIDERS=" + json.dumps({"simulator": {"reset_timeout": BREAKER_RESET}}),
     )  # fmt: skip
     with open(state_dir / "runner.log", "wb") as log:
         proc = subprocess.Popen(

@@ -298,3 +298,333 @@ class SSEClient:
 
     def close(self) -> None:
         self.conn.close()
+
+
+DEMO = {"username": "demo", "password": "demo-password"}
+
+
+def login(port: int) -> tuple[str, str]:
+    """Log the demo user in on ``port``; returns (Cookie header, CSRF token)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/auth/login/",
+            body=json.dumps(DEMO),
+            headers={"Host": "127.0.0.1", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 200, body
+        cookies = [c.split(";", 1)[0] for c in response.headers.get_all("Set-Cookie") or []]
+    finally:
+        conn.close()
+    return "; ".join(cookies), str(body["csrf_token"])
+
+
+# --- keep-alive clients: persistent connections, never a retry ---------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request of a keep-alive plan; ``token`` marks a POST whose effect is checked later."""
+
+    kind: str
+    method: str
+    path: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    token: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What one request got: ``cause`` is empty when it succeeded."""
+
+    kind: str
+    token: str | None
+    sent_at: float
+    seconds: float
+    status: int | None
+    cause: str
+    replica: str | None
+    reused: bool
+
+
+def failure_cause(exc: BaseException, *, reused: bool) -> str:
+    """A short name for why a request on a kept-alive (``reused``) or fresh connection failed."""
+    if isinstance(exc, http.client.RemoteDisconnected):
+        name = "remote-disconnected"
+    elif isinstance(exc, http.client.BadStatusLine):
+        name = "empty-reply"
+    elif isinstance(exc, TimeoutError):
+        name = "timeout"
+    elif isinstance(exc, ConnectionRefusedError):
+        name = "refused"
+    elif isinstance(exc, ConnectionResetError):
+        name = "reset"
+    elif isinstance(exc, BrokenPipeError):
+        name = "broken-pipe"
+    else:
+        name = type(exc).__name__
+    return f"{name}{' (reused conn)' if reused else ''}"
+
+
+@dataclass
+class KeepAliveStats:
+    """Per-kind counts of a keep-alive load: sent, ok, failed by cause, latencies, POST tokens."""
+
+    name: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    connections_opened: int = 0
+    closed_by_server: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, outcome: Outcome) -> None:
+        with self.lock:
+            self.outcomes.append(outcome)
+
+    def kinds(self) -> list[str]:
+        return sorted({o.kind for o in self.outcomes})
+
+    def of(self, kind: str | None = None) -> list[Outcome]:
+        return [o for o in self.outcomes if kind is None or o.kind == kind]
+
+    def failed(self, kind: str | None = None) -> list[Outcome]:
+        return [o for o in self.of(kind) if o.cause]
+
+    def causes(self, kind: str | None = None) -> Counter[str]:
+        return Counter(o.cause for o in self.failed(kind))
+
+    def max_ms(self, kind: str | None = None) -> float:
+        return max((o.seconds * 1000 for o in self.of(kind)), default=0.0)
+
+    def tokens(self, *, ok: bool) -> list[str]:
+        return [o.token for o in self.outcomes if o.token and (not o.cause) == ok]
+
+    def served(self, since: float = 0.0, until: float = float("inf")) -> Counter[str]:
+        """Replicas that answered requests *sent* in [since, until)."""
+        return Counter(o.replica for o in self.outcomes if o.replica and since <= o.sent_at < until)
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        table: dict[str, dict[str, Any]] = {}
+        for kind in self.kinds():
+            outcomes = self.of(kind)
+            table[kind] = {
+                "sent": len(outcomes),
+                "ok": sum(1 for o in outcomes if not o.cause),
+                "failed": dict(self.causes(kind)),
+                "statuses": dict(Counter(o.status for o in outcomes if o.status is not None)),
+                "max_ms": round(self.max_ms(kind), 1),
+                "p50_ms": round(percentile([o.seconds * 1000 for o in outcomes], 50), 1),
+            }
+        return table
+
+    def report(self) -> None:
+        print(
+            f"[{self.name}] connections opened={self.connections_opened} "
+            f"closed by server (announced)={self.closed_by_server}"
+        )
+        for kind, row in self.counts().items():
+            print(
+                f"[{self.name}] {kind}: sent={row['sent']} ok={row['ok']} failed={row['failed']} "
+                f"statuses={row['statuses']} p50={row['p50_ms']}ms max={row['max_ms']}ms"
+            )
+
+
+KeepAlivePlan = Callable[[int, int], Call]
+
+
+class KeepAliveLoad:
+    """``clients`` threads, each with ONE persistent HTTP/1.1 connection to ``port`` that it
+    reuses for request after request, as a browser or a client pool does.
+
+    Never a retry and never a silent reconnect: a request that raises (reset, empty reply,
+    remote disconnect on the reused connection, timeout) or gets a status outside ``ok``
+    counts as failed; only then does the client open a new connection and go on with the
+    next request.  A response that announces ``Connection: close`` is an orderly end: the
+    client opens a new connection for its next request and counts it (``closed_by_server``).
+
+    Bounded: stops after ``duration`` seconds, after ``max_requests`` requests in all, or
+    at :meth:`stop`, whichever comes first.  ``plan(client, n)`` gives the n-th request of a
+    client.  ``source`` binds the client side (e.g. ``127.0.0.2`` to be another client IP).
+    """
+
+    def __init__(
+        self,
+        port: int,
+        plan: KeepAlivePlan,
+        *,
+        name: str,
+        clients: int = 4,
+        pause: float = 0.01,
+        duration: float = 60.0,
+        max_requests: int = 20_000,
+        timeout: float = 10.0,
+        ok: frozenset[int] = frozenset({200, 201}),
+        source: str | None = None,
+    ) -> None:
+        self.port = port
+        self.plan = plan
+        self.stats = KeepAliveStats(name)
+        self.pause = pause
+        self.duration = duration
+        self.max_requests = max_requests
+        self.timeout = timeout
+        self.ok = ok
+        self.source = source
+        self._budget = threading.Semaphore(max_requests)
+        self._stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)
+        ]
+
+    def __enter__(self) -> KeepAliveLoad:
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> KeepAliveStats:
+        self._stop.set()
+        for thread in self.threads:
+            thread.join(timeout=self.timeout + 5)
+        return self.stats
+
+    def wait(self) -> KeepAliveStats:
+        """Wait until the duration or the request budget is used up."""
+        for thread in self.threads:
+            thread.join(timeout=self.duration + self.timeout + 5)
+        return self.stop()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        source = (self.source, 0) if self.source else None
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=self.timeout, source_address=source
+        )
+        conn.connect()
+        with self.stats.lock:
+            self.stats.connections_opened += 1
+        return conn
+
+    def _run(self, client: int) -> None:
+        deadline = self.started + self.duration
+        conn: http.client.HTTPConnection | None = None
+        reused = False
+        n = 0
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                if not self._budget.acquire(blocking=False):
+                    return
+                call = self.plan(client, n)
+                n += 1
+                sent_at = time.monotonic()
+                try:
+                    if conn is None:
+                        conn, reused = self._connect(), False
+                    headers = {"Host": "127.0.0.1", **call.headers}
+                    conn.request(call.method, call.path, body=call.body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    seconds = time.monotonic() - sent_at
+                    cause = failure_cause(exc, reused=reused)
+                    self.stats.add(
+                        Outcome(call.kind, call.token, sent_at, seconds, None, cause, None, reused)
+                    )
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    continue
+                seconds = time.monotonic() - sent_at
+                replica = None
+                if data.startswith(b"{"):
+                    with contextlib.suppress(ValueError, AttributeError):
+                        replica = json.loads(data).get("replica")
+                cause = "" if response.status in self.ok else f"HTTP {response.status}"
+                self.stats.add(
+                    Outcome(
+                        call.kind, call.token, sent_at, seconds, response.status, cause,
+                        replica, reused,
+                    )
+                )  # fmt: skip
+                if response.will_close or cause:
+                    with self.stats.lock:
+                        self.stats.closed_by_server += int(response.will_close)
+                    conn.close()
+                    conn = None
+                else:
+                    reused = True
+                self._stop.wait(self.pause)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def posts_applied(db_path: Path, tokens: list[str]) -> Counter[str]:
+    """How many Message rows carry each token (the POST body's unique text), read from SQLite."""
+    import sqlite3
+
+    wanted = set(tokens)
+    found: Counter[str] = Counter()
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=20)
+    try:
+        for (text,) in db.execute("SELECT text FROM arena_message WHERE text LIKE 'ka-%'"):
+            if text in wanted:
+                found[text] += 1
+    finally:
+        db.close()
+    return found
+
+
+@dataclass
+class PostCheck:
+    """Each POST's effect against what its client was told."""
+
+    ok: int
+    failed: int
+    applied_twice: list[str]
+    applied_but_reported_failed: list[str]
+    reported_ok_but_missing: list[str]
+
+    def line(self) -> str:
+        return (
+            f"POSTs ok={self.ok} failed={self.failed} applied twice={len(self.applied_twice)} "
+            f"applied but reported failed={len(self.applied_but_reported_failed)} "
+            f"reported ok but missing={len(self.reported_ok_but_missing)}"
+        )
+
+
+def check_posts(stats: KeepAliveStats, db_path: Path) -> PostCheck:
+    ok, failed = stats.tokens(ok=True), stats.tokens(ok=False)
+    applied = posts_applied(db_path, ok + failed)
+    return PostCheck(
+        ok=len(ok),
+        failed=len(failed),
+        applied_twice=sorted(t for t, n in applied.items() if n > 1),
+        applied_but_reported_failed=sorted(t for t in failed if applied[t]),
+        reported_ok_but_missing=sorted(t for t in ok if not applied[t]),
+    )
+
+
+def get_post_plan(cookie: str, csrf: str, run: str, *, get_path: str = "/api/whoami/") -> Any:
+    """Alternate GET ``get_path`` and a POST /api/messages/ whose text is a unique token
+    (``ka-<run>-<client>-<n>``, also in the query string so nginx's access log names it)."""
+
+    def plan(client: int, n: int) -> Call:
+        if n % 2:
+            token = f"ka-{run}-{client}-{n}"
+            return Call(
+                "POST /api/messages/",
+                "POST",
+                f"/api/messages/?tag={token}",
+                json.dumps({"text": token}).encode(),
+                {"Cookie": cookie, "X-CSRFToken": csrf, "Content-Type": "application/json"},
+                token,
+            )
+        return Call(f"GET {get_path}", "GET", get_path, None, {"Cookie": cookie})
+
+    return plan

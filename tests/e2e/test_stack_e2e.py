@@ -24,37 +24,20 @@ from websockets.sync.client import connect
 
 from tests.e2e.conftest import STATUS_TOKEN, Stack
 from tests.e2e.helpers import (
+    KeepAliveLoad,
     Load,
     LoadStats,
     SSEClient,
     SSEEvent,
+    check_posts,
     get_json,
+    get_post_plan,
+    login,
     percentile,
     request,
 )
 
 pytestmark = pytest.mark.e2e
-
-DEMO = {"username": "demo", "password": "demo-password"}
-
-
-def login(port: int) -> tuple[str, str]:
-    """Log the demo user in on ``port``; returns (Cookie header, CSRF token)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(
-            "POST",
-            "/auth/login/",
-            body=json.dumps(DEMO),
-            headers={"Host": "127.0.0.1", "Content-Type": "application/json"},
-        )
-        response = conn.getresponse()
-        body = json.loads(response.read())
-        assert response.status == 200, body
-        cookies = [c.split(";", 1)[0] for c in response.headers.get_all("Set-Cookie") or []]
-    finally:
-        conn.close()
-    return "; ".join(cookies), str(body["csrf_token"])
 
 
 def get_and_post_plan(cookie: str, csrf: str) -> Any:
@@ -313,6 +296,31 @@ def test_f_graceful_stop_under_get_post_and_sse(healthy: Stack) -> None:
     assert all(events[i][-1].retry for i in reconnected)
 
 
+def test_f_graceful_stop_keepalive_clients(healthy: Stack) -> None:
+    """Stopping web-3 under clients that keep their connections open and never retry:
+    zero failed GET/POSTs, no POST applied twice or applied but reported failed."""
+    cookie, csrf = login(healthy.replica_ports()["web-1"])
+    run = uuid.uuid4().hex[:8]
+    plan = get_post_plan(cookie, csrf, run)
+    with KeepAliveLoad(healthy.port, plan, name="f-graceful-ka", clients=4, duration=60) as load:
+        time.sleep(1.5)
+        stopped_at = time.monotonic()
+        healthy.act("stop", "web-3")
+        stop_seconds = time.monotonic() - stopped_at
+        time.sleep(1.5)
+    stats = load.stats
+    stats.report()
+    posts = check_posts(stats, healthy.dir / "db.sqlite3")
+    print(f"[f-graceful-ka] stop took {stop_seconds:.1f}s; {posts.line()}")
+    print(f"[f-graceful-ka] served before={dict(stats.served(until=stopped_at))}")
+    assert stats.failed() == [], stats.causes()
+    assert posts.ok > 0
+    assert stats.served(until=stopped_at)["web-3"] > 0
+    assert posts.applied_twice == []
+    assert posts.applied_but_reported_failed == []
+    assert posts.reported_ok_but_missing == []
+
+
 # --- g. rolling restart -----------------------------------------------------------------------
 def test_g_rolling_restart_sighup_under_load(healthy: Stack) -> None:
     """SIGHUP to run_lb_stack restarts every replica one by one with zero failed requests."""
@@ -344,6 +352,39 @@ def test_g_rolling_restart_sighup_under_load(healthy: Stack) -> None:
     assert stats.failures == []
     assert direct == {name: name for name in ports}
     assert set(seen) == set(ports)
+
+
+def test_g_rolling_restart_sighup_keepalive_clients(healthy: Stack) -> None:
+    """SIGHUP rolling restart under keep-alive clients that never retry, GETs and POSTs:
+    zero failed requests, no POST applied twice (each POST's unique text is counted in the DB)."""
+    before = healthy.replica_pids()
+    cookie, csrf = login(healthy.replica_ports()["web-1"])
+    run = uuid.uuid4().hex[:8]
+    plan = get_post_plan(cookie, csrf, run)
+    with KeepAliveLoad(healthy.port, plan, name="g-rolling-ka", clients=4, duration=170) as load:
+        time.sleep(1.0)
+        started = time.monotonic()
+        os.kill(healthy.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 150
+        while True:
+            state = healthy.state()["replicas"]
+            if all(r["pid"] != before[r["name"]] and r["state"] == "ready" for r in state):
+                break
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+        took = time.monotonic() - started
+        time.sleep(1.5)
+    stats = load.stats
+    stats.report()
+    posts = check_posts(stats, healthy.dir / "db.sqlite3")
+    print(f"[g-rolling-ka] restart took {took:.1f}s; {posts.line()}")
+    if stats.failed():
+        print(f"[g-rolling-ka] first failures: {[(o.kind, o.cause) for o in stats.failed()[:5]]}")
+    assert stats.failed() == [], stats.causes()
+    assert posts.ok > 0
+    assert posts.applied_twice == []
+    assert posts.applied_but_reported_failed == []
+    assert posts.reported_ok_but_missing == []
 
 
 # --- h. Redis outage --------------------------------------------------------------------------
