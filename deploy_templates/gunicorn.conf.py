@@ -5,6 +5,7 @@
 from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
     on_starting,
     post_worker_init,
+    when_ready,
     worker_abort,
     worker_exit,
     worker_int,

@@ -1,13 +1,21 @@
 """gunicorn server hooks.  Import them from ``gunicorn.conf.py``::
 
     from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
-        on_starting, post_worker_init, worker_int, worker_abort, worker_exit,
+        on_starting, when_ready, post_worker_init, worker_int, worker_abort, worker_exit,
     )
 
+* ``when_ready`` (master): watches the drain file.  While it exists the replica does not
+  listen: the master and every worker close their listening sockets, so a load balancer's
+  new connection is refused before anything is sent (nginx then tries the next server, safe
+  even for a POST, and its passive health marks this one failed) and no nginx reload is
+  needed.  When the file goes away the master listens again and replaces its workers
+  (a graceful ``SIGHUP`` reload).
 * ``post_worker_init``: the worker's main loop now beats a heartbeat that ``/live/`` reads
-  (a wedged worker stops beating), SIGTERM also begins the drain (so open SSE streams end
-  with a reconnect event instead of being cut at ``graceful_timeout``), and the worker is
-  warm-ups start (the worker turns READY once they ran).
+  (a wedged worker stops beating) and, once the replica drains (drain file, or SIGTERM),
+  stops listening, answers every further request on an open connection with
+  ``Connection: close`` and closes its idle keep-alive connections; SIGTERM also begins the
+  drain (so open SSE streams end with a reconnect event instead of being cut at
+  ``graceful_timeout``); the warm-ups start (the worker turns READY once they ran).
 * ``worker_int`` (SIGINT/SIGQUIT, fast stop) and ``worker_exit`` (after a graceful stop):
   begin the drain and run the ``@on_shutdown`` hooks once.
 * ``worker_abort`` (SIGABRT after a worker timeout): logs every thread's stack, since a
@@ -17,19 +25,34 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import signal
 import sys
 import threading
+import time
 import traceback
 from types import FrameType
 from typing import Any
 
 from django_arena_scale.lifecycle.hooks import get_hooks, run_shutdown_hooks
-from django_arena_scale.lifecycle.state import get_lifecycle
+from django_arena_scale.lifecycle.state import State, get_lifecycle
 
 logger = logging.getLogger("django_arena_scale.lifecycle")
 
-__all__ = ["on_starting", "post_worker_init", "worker_abort", "worker_exit", "worker_int"]
+__all__ = [
+    "on_starting",
+    "post_worker_init",
+    "when_ready",
+    "worker_abort",
+    "worker_exit",
+    "worker_int",
+]
+
+#: Seconds between two looks at the drain file by the master.
+DRAIN_POLL_INTERVAL = 0.2
+#: At most this many queued connections are accepted by a worker that stops listening.
+_ACCEPT_SWEEP_LIMIT = 1024
 
 
 def on_starting(server: Any) -> None:
@@ -45,10 +68,18 @@ def on_starting(server: Any) -> None:
     )
 
 
+def when_ready(server: Any) -> None:
+    """Master: stop listening while the drain file exists, listen again when it is gone."""
+    watcher = ListenerDrainWatcher(server, drain_file_path())
+    if watcher.path:
+        watcher.start()
+
+
 def post_worker_init(worker: Any) -> None:
     """Start the heartbeat, make SIGTERM drain, and start the warm-ups (then READY)."""
     get_hooks().reset()
     _beat_on_notify(worker)
+    _close_connections_on_drain(worker)
     _drain_on_sigterm(worker)
     _start_warmups()
 
@@ -82,16 +113,172 @@ def worker_exit(server: Any, worker: Any) -> None:
     run_shutdown_hooks(sender="gunicorn.worker_exit")
 
 
+def drain_file_path() -> str | None:
+    """``ARENA_SCALE_DRAIN_FILE`` from the environment, else from Django's settings.
+
+    The master usually never loads Django; the generated configs (compose, Kubernetes, the
+    local stack) pass the path in the environment.  Settings are read only as a fallback.
+    """
+    path = os.environ.get("ARENA_SCALE_DRAIN_FILE")
+    if path:
+        return path
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return None
+    try:
+        from django.conf import settings
+
+        value = getattr(settings, "ARENA_SCALE_DRAIN_FILE", None)
+    except Exception:  # settings that cannot be imported here: the workers will say so
+        logger.warning("Could not read ARENA_SCALE_DRAIN_FILE from settings.", exc_info=True)
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+class ListenerDrainWatcher:
+    """The master's side of draining: no listening socket while the drain file exists.
+
+    A daemon thread looks at the file every :data:`DRAIN_POLL_INTERVAL` seconds.  On drain it
+    closes the master's copies of the listening sockets (each worker closes its own, see
+    :func:`stop_listening`) and keeps ``LISTENERS`` empty, so a worker forked meanwhile
+    (``max_requests``) listens on nothing.  When the file is removed it binds the addresses
+    again and sends itself ``SIGHUP``: gunicorn's graceful reload starts workers on the new
+    sockets and stops the old ones.  Nothing happens once gunicorn itself is stopping.
+    """
+
+    def __init__(self, server: Any, path: str | None, *, interval: float = DRAIN_POLL_INTERVAL):
+        self.server = server
+        self.path = path
+        self.interval = interval
+        self.closed = False
+        self.stopping = False
+        self._stop_event = threading.Event()
+        original_stop = server.stop
+
+        def stop(*args: Any, **kwargs: Any) -> None:
+            self.stopping = True
+            self._stop_event.set()
+            original_stop(*args, **kwargs)
+
+        server.stop = stop
+
+    def start(self) -> None:
+        thread = threading.Thread(target=self._run, name="arena-drain-watcher", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            try:
+                self.step()
+            except Exception:  # never kill the master over this; say why
+                logger.exception("Drain watcher failed; listening sockets left as they are.")
+                return
+
+    def step(self) -> None:
+        """Act on the drain file's presence once (the thread's body; tests call it)."""
+        if self.stopping or not self.path:
+            return
+        draining = os.path.exists(self.path)
+        if draining and not self.closed:
+            listeners = list(self.server.LISTENERS)
+            self.server.LISTENERS = []
+            for listener in listeners:
+                listener.close()
+            self.closed = True
+            logger.info(
+                "Drain file %s present: not listening (%d socket(s) closed).",
+                self.path,
+                len(listeners),
+            )
+        elif not draining and self.closed:
+            from gunicorn import sock
+
+            self.server.LISTENERS = sock.create_sockets(self.server.cfg, self.server.log)
+            self.closed = False
+            logger.info("Drain file %s removed: listening again; reloading workers.", self.path)
+            os.kill(os.getpid(), signal.SIGHUP)
+
+
+def stop_listening(worker: Any) -> int:
+    """Close a gthread worker's listening sockets, serving what the kernel already queued.
+
+    Returns how many queued connections were accepted first.  Runs in the worker's main loop
+    (the only thread that touches its poller).  Other worker classes are left alone (the
+    uvicorn worker stops listening in its server, see ``lifecycle.uvicorn``).
+    """
+    sockets = list(getattr(worker, "sockets", None) or [])
+    if not sockets or not hasattr(worker, "set_accept_enabled"):
+        return 0
+    accepted = 0
+    for listener in sockets:
+        for _ in range(_ACCEPT_SWEEP_LIMIT):
+            try:
+                readable, _, _ = select.select([listener], [], [], 0)
+            except (OSError, ValueError):
+                break
+            if not readable:
+                break
+            worker.accept(listener)
+            accepted += 1
+    worker.set_accept_enabled(False)
+    worker.sockets = []
+    for listener in sockets:
+        listener.close()
+    return accepted
+
+
+def close_idle_connections(worker: Any) -> None:
+    """Close a gthread worker's idle keep-alive connections now (their clients reconnect)."""
+    conns = getattr(worker, "keepalived_conns", None)
+    if not conns or not hasattr(worker, "murder_keepalived"):
+        return
+    now = time.monotonic()
+    for conn in conns:
+        conn.timeout = min(conn.timeout, now)
+    worker.murder_keepalived()
+
+
+def _close_connections_on_drain(worker: Any) -> None:
+    """While draining, every response of a gthread worker closes its connection."""
+    original = getattr(worker, "handle_request", None)
+    if original is None or getattr(original, "_arena_drain", False):
+        return
+    if not hasattr(worker, "set_accept_enabled"):
+        return
+    lifecycle = get_lifecycle()
+
+    def handle_request(req: Any, conn: Any) -> Any:
+        if getattr(worker, "_arena_draining", False) or lifecycle.draining_requested:
+            # gunicorn answers "Connection: close" and closes after the response when the
+            # request asked for it; the request's own headers are the portable switch.
+            req.headers.append(("CONNECTION", "close"))
+        return original(req, conn)
+
+    handle_request._arena_drain = True  # type: ignore[attr-defined]
+    worker.handle_request = handle_request
+
+
 def _beat_on_notify(worker: Any) -> None:
     # gunicorn's worker loop calls notify() on every iteration (and the uvicorn worker from
-    # its server tick), so a heartbeat there stops exactly when the worker is wedged.
+    # its server tick), so a heartbeat there stops exactly when the worker is wedged.  The
+    # same place notices the drain: it runs in the worker's main loop.
     lifecycle = get_lifecycle()
     original = worker.notify
     if getattr(original, "_arena_heartbeat", False):
         return
+    gthread = hasattr(worker, "set_accept_enabled")
 
     def notify() -> None:
         lifecycle.heartbeat()
+        draining_now = gthread and not getattr(worker, "_arena_draining", False)
+        if draining_now and lifecycle.state is State.DRAINING:
+            worker._arena_draining = True
+            swept = stop_listening(worker)
+            close_idle_connections(worker)
+            logger.info(
+                "Worker %s draining: stopped listening (%d queued connection(s) served).",
+                getattr(worker, "pid", "?"),
+                swept,
+            )
         original()
 
     notify._arena_heartbeat = True  # type: ignore[attr-defined]

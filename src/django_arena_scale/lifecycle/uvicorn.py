@@ -23,7 +23,7 @@ from typing import Any
 
 from uvicorn.server import Server
 
-from django_arena_scale.lifecycle.state import get_lifecycle
+from django_arena_scale.lifecycle.state import State, get_lifecycle
 
 try:
     from uvicorn_worker import UvicornWorker as _BaseWorker
@@ -49,7 +49,15 @@ def notify_interval(worker_timeout: float, heartbeat_timeout: float) -> float:
 
 
 class DrainingServer(Server):
-    """A uvicorn server whose exit signal first puts the process in DRAINING."""
+    """A uvicorn server whose exit signal first puts the process in DRAINING.
+
+    While the replica drains (drain file, or an exit signal) it does not listen: its
+    listening sockets close, so a load balancer's new connection is refused before anything
+    is sent, and every open connection closes once its current response is done (idle
+    keep-alive connections at once, WebSockets with 1012).
+    """
+
+    listening_stopped = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         get_lifecycle().begin_drain()
@@ -57,10 +65,21 @@ class DrainingServer(Server):
 
     async def on_tick(self, counter: int) -> bool:
         should_exit: bool = await super().on_tick(counter)
+        lifecycle = get_lifecycle()
         if should_exit:
             # Leaving on its own (max_requests): streams must end with a reconnect event too.
-            get_lifecycle().begin_drain()
+            lifecycle.begin_drain()
+        elif not self.listening_stopped and lifecycle.state is State.DRAINING:
+            self.stop_listening()
         return should_exit
+
+    def stop_listening(self) -> None:
+        """Close the listening sockets and ask every open connection to close."""
+        self.listening_stopped = True
+        for server in getattr(self, "servers", []):
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
 
 
 class UvicornWorker(_BaseWorker):  # type: ignore[misc]
