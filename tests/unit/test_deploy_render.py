@@ -77,10 +77,25 @@ def test_nginx_http_version_for_keepalive() -> None:
 
 
 def test_nginx_next_upstream_rules_without_non_idempotent() -> None:
-    """Retry on errors and 502/503/504 only; a POST is never retried."""
+    """Retry (and count max_fails) on transport failures only; a POST is never retried."""
     lines = directives(conf())
-    assert "proxy_next_upstream error timeout http_502 http_503 http_504;" in lines
-    assert not [line for line in lines if "non_idempotent" in line]
+    rules = [line for line in lines if line.startswith("proxy_next_upstream ")]
+    assert rules == ["proxy_next_upstream error timeout;"]
+    assert not [line for line in lines if "non_idempotent" in line or "http_5" in line]
+
+
+def test_nginx_probe_locations_internal_only_and_limited() -> None:
+    """Probe paths through nginx: internal networks only, rate limited like the rest."""
+    spec = DeploymentSpec()
+    text = conf()
+    for kind in ("live", "ready", "health", "status"):
+        head = f"location = {spec.probe_paths[kind]} {{"
+        body = text[text.index(head) : text.index("}", text.index(head))]
+        assert "deny all;" in body, kind
+        assert [f"allow {cidr};" for cidr in spec.internal_networks] == [
+            line.strip() for line in body.splitlines() if line.strip().startswith("allow ")
+        ], kind
+        assert "limit_req zone=general" in body, kind
 
 
 def test_nginx_limits_answer_429() -> None:
@@ -121,10 +136,14 @@ def test_nginx_auth_location_strict_limit() -> None:
 
 
 @pytest.mark.parametrize("probe", ["live", "ready", "health", "status"])
-def test_nginx_probes_never_rate_limited(probe: str) -> None:
-    """Probe paths have no limit_req/limit_conn and short timeouts."""
+def test_nginx_probes_limited_internal_with_short_timeouts(probe: str) -> None:
+    """Probe paths through nginx are internal-only, rate limited (an nginx 403/429 never
+    reaches a replica; orchestrators probe replicas directly) and have short timeouts."""
     lines = block(conf(probe_timeout=3), f"location = /{probe}/")
-    assert not [line for line in lines if line.startswith("limit_")]
+    assert [line for line in lines if line.startswith("limit_")] == [
+        f"limit_req zone=general burst={DeploymentSpec().burst_general} nodelay;"
+    ]
+    assert "deny all;" in lines
     assert "proxy_read_timeout 3s;" in lines
 
 

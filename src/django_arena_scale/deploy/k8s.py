@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django_arena_scale.deploy import server
-from django_arena_scale.deploy.spec import MAX_REPLICAS, DeploymentSpec
+from django_arena_scale.deploy.spec import MAX_REPLICAS, NEXT_UPSTREAM, DeploymentSpec
 
 __all__ = [
     "APP_UID",
@@ -553,7 +553,7 @@ def _ingresses(spec: DeploymentSpec) -> list[dict[str, Any]]:
     common = {
         "proxy-connect-timeout": str(chain.connect),
         "proxy-body-size": f"{spec.client_max_body_mb}m",
-        "proxy-next-upstream": "error timeout http_502 http_503 http_504",
+        "proxy-next-upstream": NEXT_UPSTREAM,
         "proxy-next-upstream-tries": "3",
         "limit-connections": str(spec.conn_per_ip),
     }

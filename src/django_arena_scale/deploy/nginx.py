@@ -1,10 +1,12 @@
 """nginx.conf and its includes, for the compose target (service names) and the local one.
 
-Decisions (DESIGN.md): nginx open source 1.22 baseline with passive health only; both upstreams
-have a ``zone``; ``least_conn``/``ip_hash`` come before ``keepalive``; keepalive needs HTTP/1.1
-and an empty ``Connection`` header; the proxy headers live in one include because a
-``proxy_set_header`` in a location drops the inherited ones; rate and connection limits answer
-429; probes are never rate limited and get short timeouts.
+nginx open source 1.22 is the baseline, so replica health is passive: ``max_fails`` counts
+transport failures only (``proxy_next_upstream error timeout``), never a status the
+application sent.  Both upstreams have a ``zone``; ``least_conn``/``ip_hash`` come before
+``keepalive``; keepalive needs HTTP/1.1 and an empty ``Connection`` header; the proxy headers
+live in one include because a ``proxy_set_header`` in a location drops the inherited ones;
+rate and connection limits answer 429; probe paths are internal-only and limited, with short
+timeouts.  A replica leaves rotation by not listening while it drains (no reload needed).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from django_arena_scale.deploy.spec import DeploymentSpec, UpstreamMember
+from django_arena_scale.deploy.spec import NEXT_UPSTREAM, DeploymentSpec, UpstreamMember
 
 __all__ = ["HEADER", "nginx_files", "render"]
 
@@ -168,6 +170,11 @@ def _main(spec: DeploymentSpec) -> str:
     c.open("map $http_upgrade $connection_upgrade")
     c("default upgrade;", '"" close;')
     c.close()
+    c("# The Host the client sent, port included (Django's CSRF Origin check compares it);")
+    c("# a request without one (HTTP/1.0) gets nginx's $host.")
+    c.open("map $http_host $arena_host")
+    c("default $http_host;", '"" $host;')
+    c.close()
     c(
         "",
         f"limit_req_zone $binary_remote_addr zone=general:10m rate={spec.rate_general}r/s;",
@@ -181,8 +188,11 @@ def _main(spec: DeploymentSpec) -> str:
         f"proxy_connect_timeout {spec.chain.connect}s;",
         f"proxy_send_timeout {spec.chain.api_read}s;",
         f"proxy_read_timeout {spec.chain.api_read}s;",
-        "# non_idempotent is deliberately absent: a POST is never sent twice.",
-        "proxy_next_upstream error timeout http_502 http_503 http_504;",
+        "# Transport failures only (refused, reset, timed out): an application's own 502/503",
+        "# is its answer, never a replica failure, and is never replayed elsewhere.",
+        "# non_idempotent is deliberately absent: a POST that reached a replica is never sent",
+        "# twice; a refused connection (a draining replica) sent nothing and moves on.",
+        f"proxy_next_upstream {NEXT_UPSTREAM};",
         "proxy_next_upstream_tries 3;",
     )
     if _resolves(spec):
@@ -226,10 +236,13 @@ def _proxy(c: _Conf, upstream: str, connection: str = '""') -> None:
     )
 
 
-def _limits(c: _Conf, spec: DeploymentSpec, zone: str, burst: int) -> None:
+def _limit_req(zone: str, burst: int) -> str:
     # nginx rejects burst=0; no burst is the same thing.
-    rule = f"limit_req zone={zone} burst={burst} nodelay;" if burst else f"limit_req zone={zone};"
-    c(rule, f"limit_conn perip {spec.conn_per_ip};")
+    return f"limit_req zone={zone} burst={burst} nodelay;" if burst else f"limit_req zone={zone};"
+
+
+def _limits(c: _Conf, spec: DeploymentSpec, zone: str, burst: int) -> None:
+    c(_limit_req(zone, burst), f"limit_conn perip {spec.conn_per_ip};")
 
 
 def _allow_internal(c: _Conf, spec: DeploymentSpec) -> None:
@@ -244,6 +257,9 @@ def _public_server(c: _Conf, spec: DeploymentSpec) -> None:
     c(
         f"listen {listen} default_server;",
         f"server_name {spec.server_name};",
+        "# Redirects nginx makes itself (/status -> /status/) carry a relative Location,",
+        "# never one built from the client's Host header.",
+        "absolute_redirect off;",
         "add_header X-Request-ID $arena_request_id always;",
         "",
     )
@@ -283,10 +299,14 @@ def _public_server(c: _Conf, spec: DeploymentSpec) -> None:
     probes = spec.probe_paths
     for kind in ("live", "ready", "health", "status"):
         c.open(f"location = {probes[kind]}")
-        if kind == "status":
-            _allow_internal(c, spec)
-        else:
-            c("# Never rate limited: a 429 here would take healthy replicas out.")
+        if kind == "live":
+            c(
+                "# Probes are not a public API: internal networks only, and limited (an",
+                "# answer from nginx, 403 or 429, never reaches a replica or counts against it;",
+                "# orchestrators probe the replicas directly).",
+            )
+        _allow_internal(c, spec)
+        c(_limit_req("general", spec.burst_general))
         _proxy(c, spec.api_upstream)
         c(
             f"proxy_connect_timeout {min(chain.connect, chain.probe)}s;",
@@ -329,7 +349,10 @@ def _proxy_headers(spec: DeploymentSpec) -> str:
         [
             "# Included by every proxied location (a location's own proxy_set_header would",
             "# otherwise drop the inherited ones); each location adds its Connection header.",
-            "proxy_set_header Host $host;",
+            "# With its port: behind nginx on a port other than 80/443, Django's CSRF Origin",
+            "# check needs it ($host drops it).  X-Forwarded-Host/-Port are not sent: Django",
+            "# ignores them unless USE_X_FORWARDED_HOST/PORT, which would trust any client.",
+            "proxy_set_header Host $arena_host;",
             "proxy_set_header X-Real-IP $remote_addr;",
             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
             f"proxy_set_header X-Forwarded-Proto {proto};",

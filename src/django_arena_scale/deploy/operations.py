@@ -177,8 +177,9 @@ def _limits(spec: DeploymentSpec) -> list[str]:
         ("max_conns per replica", spec.max_conns),
         (
             "Passive health",
-            f"max_fails={spec.max_fails}, fail_timeout={spec.fail_timeout}s; retried on "
-            "error, timeout, 502, 503, 504 (never a POST)",
+            f"max_fails={spec.max_fails}, fail_timeout={spec.fail_timeout}s; counted and "
+            "retried on transport failures only (refused, reset, timeout), never on a status "
+            "the application sent; a POST that reached a replica is never retried",
         ),
         (
             "Upstream keepalive",
@@ -188,10 +189,12 @@ def _limits(spec: DeploymentSpec) -> list[str]:
         (
             "Probes",
             ", ".join(f"`{spec.probe_paths[k]}`" for k in ("live", "ready", "health"))
-            + " never rate limited; `"
+            + ", `"
             + spec.probe_paths["status"]
             + "` only from "
-            + ", ".join(spec.internal_networks),
+            + ", ".join(spec.internal_networks)
+            + f", limited like `/` ({spec.rate_general} r/s); orchestrators probe replicas "
+            "directly",
         ),
     ]
     return _table(("Limit", "Value"), rows)

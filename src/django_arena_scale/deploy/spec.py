@@ -60,6 +60,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "API_UPSTREAM",
+    "NEXT_UPSTREAM",
     "STREAM_UPSTREAM",
     "Capacity",
     "DbBudget",
@@ -74,6 +75,12 @@ API_UPSTREAM = "django_backend"
 STREAM_UPSTREAM = "django_streaming"
 #: Seconds added on top of drain + graceful before the orchestrator sends SIGKILL.
 STOP_GRACE_MARGIN = 5
+#: When nginx (and ingress-nginx) tries the next replica and counts a failure (max_fails):
+#: transport failures only.  A status the application chose to send (a provider's 502, an
+#: open breaker's 503, a 503 for a dead shared dependency) is the answer, never a replica
+#: failure, and is never replayed on another replica.  ``non_idempotent`` stays absent: a
+#: POST that reached a replica is never sent twice.
+NEXT_UPSTREAM = "error timeout"
 #: Seconds the app server keeps an idle keep-alive connection longer than nginx does, so nginx
 #: always closes first and never reuses a connection the server is closing (502s).
 KEEPALIVE_HEADROOM = 5
