@@ -33,6 +33,12 @@ Deploy only (``check --deploy``):
   (its eviction would log users out or drop messages).
 - ``W031`` the readiness cache TTL is so long that an outage is noticed late.
 - ``W040`` a database keeps connections (``CONN_MAX_AGE``) without ``CONN_HEALTH_CHECKS``.
+- With more than one replica declared: ``W060`` ``ALLOWED_HOSTS`` contains ``'*'`` (no Host
+  validation, and Channels' WebSocket Origin check accepts any site); ``W061`` ``SECRET_KEY``
+  contains a published placeholder fragment (``change-me``, ``insecure``, ``dev-only``...) that
+  Django's ``security.W009`` does not catch; ``W062`` the ``SECRET_KEY`` environment variable
+  is set but ``settings.SECRET_KEY`` is another value (a fallback or per-process key differs
+  between replicas).
 - With ``ARENA_SCALE_DEPLOY`` set, the configs generate_lb_config renders from it against the
   app's own settings: ``W051`` the probe prefix differs from ``ARENA_SCALE_PROBE_PREFIX``;
   ``W052`` ``ARENA_SCALE_SHUTDOWN_HOOK_TIMEOUT`` is not below the spec's
@@ -1030,3 +1036,107 @@ def persistent_connection_messages(databases: Mapping[str, Any]) -> Messages:
             )
         )
     return messages
+
+
+# --- several replicas: who is let in ------------------------------------------------------------
+
+# Parts of SECRET_KEY values that are published (in docs, examples, generated env files) and
+# that Django's own security.W009 does not catch: it only knows the 'django-insecure-' prefix,
+# a length below 50 and fewer than 5 distinct characters.
+PLACEHOLDER_SECRET_PARTS = (
+    "insecure",
+    "change-me",
+    "changeme",
+    "change_me",
+    "dev-only",
+    "not-secret",
+    "not-for-production",
+    "placeholder",
+    "your-secret",
+    "secret-key",
+    "secret_key",
+)
+GENERATE_SECRET_HINT = (
+    "Set SECRET_KEY from the environment (SECRET_KEY = os.environ['SECRET_KEY']) to a long "
+    "random value, the same on every replica: "
+    'python -c "import secrets; print(secrets.token_urlsafe(50))".'
+)
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_allowed_hosts_wildcard(app_configs: Any = None, **kwargs: Any) -> Messages:
+    replicas = declared_replicas()
+    hosts = _setting("ALLOWED_HOSTS", [])
+    if replicas <= 1 or not isinstance(hosts, (list, tuple)) or "*" not in hosts:
+        return []
+    return [
+        Warning(
+            f"ALLOWED_HOSTS contains '*' {_replica_note(replicas)}: Django accepts any Host "
+            f"header (password-reset links, absolute URLs and redirects built from it point "
+            f"wherever a client says) and Channels' AllowedHostsOriginValidator accepts "
+            f"WebSocket handshakes from any Origin (cross-site WebSocket hijacking of logged-in "
+            f"users).",
+            hint="List the public host names the load balancer serves, e.g. ALLOWED_HOSTS = "
+            "os.environ['ALLOWED_HOSTS'].split(',') with ALLOWED_HOSTS=arena.example.com; the "
+            "probes need no entry (ProbeMiddleware answers them before host validation).",
+            obj="ALLOWED_HOSTS",
+            id="django_arena_scale.W060",
+        )
+    ]
+
+
+def _placeholder_part(key: str) -> str | None:
+    lowered = key.lower()
+    if lowered.startswith("django-insecure"):
+        return None  # Django's security.W009 reports that prefix
+    return next((part for part in PLACEHOLDER_SECRET_PARTS if part in lowered), None)
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_secret_key_placeholder(app_configs: Any = None, **kwargs: Any) -> Messages:
+    replicas = declared_replicas()
+    key = _setting("SECRET_KEY")
+    if replicas <= 1 or not isinstance(key, str):
+        return []
+    part = _placeholder_part(key)
+    if part is None:
+        return []
+    # Never the key itself: only the published fragment it contains.
+    return [
+        Warning(
+            f"SECRET_KEY contains {part!r}: it looks like a published placeholder or "
+            f"development value, {_replica_note(replicas)}. Anyone who knows it can forge "
+            f"session data, password-reset tokens and signed cookies that every replica "
+            f"accepts (Django's security.W009 only checks its length and the "
+            f"'django-insecure-' prefix).",
+            hint=GENERATE_SECRET_HINT,
+            obj="SECRET_KEY",
+            id="django_arena_scale.W061",
+        )
+    ]
+
+
+@register(TAG, deploy=True)
+@_safe
+def check_secret_key_from_environment(app_configs: Any = None, **kwargs: Any) -> Messages:
+    import os
+
+    replicas = declared_replicas()
+    from_env = os.environ.get("SECRET_KEY")
+    key = _setting("SECRET_KEY")
+    if replicas <= 1 or not from_env or not isinstance(key, str) or key == from_env:
+        return []
+    return [
+        Warning(
+            f"The SECRET_KEY environment variable is set (the generated compose env file and "
+            f"Kubernetes Secret pass it to every replica), but settings.SECRET_KEY is another "
+            f"value, {_replica_note(replicas)}: a key the settings make up (a fallback, or one "
+            f"generated per process) differs between replicas, so a session or CSRF token "
+            f"signed by one replica is refused by the next.",
+            hint=GENERATE_SECRET_HINT,
+            obj="SECRET_KEY",
+            id="django_arena_scale.W062",
+        )
+    ]
