@@ -193,3 +193,28 @@ def test_unknown_replica_lists_known_ones(tmp_path: Path) -> None:
     stack = _stack(tmp_path, replicas=1, topology="single")
     with pytest.raises(StackError, match="'web-9'"):
         stack.replica("web-9")
+
+
+def test_upstreams_disabled_until_reads_the_last_disable_of_that_server() -> None:
+    """nginx's 'temporarily disabled' warnings give when a server rejoins (+1 s resolution)."""
+    import time
+
+    def line(stamp: str, port: int) -> str:
+        return (
+            f"{stamp} [warn] 10#10: *5 upstream server temporarily disabled while connecting "
+            f'to upstream, client: 127.0.0.1, server: _, request: "GET / HTTP/1.1", '
+            f'upstream: "http://127.0.0.1:{port}/api/ping/", host: "x"'
+        )
+
+    log = "\n".join(
+        [
+            line("2026/12/04 08:00:00", 21001),
+            "2026/12/04 08:00:01 [error] 10#10: *6 connect() failed (111: Connection refused)",
+            line("2026/12/04 08:00:05", 21001),
+            line("2026/12/04 08:00:09", 21002),
+        ]
+    )
+    base = time.mktime(time.strptime("2026/12/04 08:00:05", "%Y/%m/%d %H:%M:%S"))
+    assert upstreams.disabled_until(log, "127.0.0.1:21001", 30) == base + 31
+    assert upstreams.disabled_until(log, "127.0.0.1:2100", 30) is None
+    assert upstreams.disabled_until(log, "127.0.0.1:21003", 30) is None

@@ -30,6 +30,8 @@ from django_arena_scale.stack.process import ManagedProcess
 
 UVICORN_WORKER = "django_arena_scale.lifecycle.uvicorn.UvicornWorker"
 HOOKS_MODULE = "django_arena_scale.lifecycle.gunicorn"
+#: Bytes at the end of nginx's error log read to learn which replicas it skips.
+_ERROR_LOG_TAIL = 256 * 1024
 
 Out = Callable[[str], None]
 
@@ -155,7 +157,6 @@ class StackOptions:
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout: float = 60.0
     drain_delay: float = 1.0
-    reload_settle: float = 0.3
     migrate: bool = True
     cwd: str | None = None
 
@@ -481,55 +482,6 @@ class LocalStack:
             time.sleep(0.05)
         self.nginx.state = "running"
 
-    def _include_paths(self) -> list[Path]:
-        names = {
-            self.spec.nginx_servers_include(u)
-            for u in (self.spec.api_upstream, self.spec.stream_upstream)
-        }
-        return [self.conf_dir / n for n in sorted(names) if (self.conf_dir / n).exists()]
-
-    def set_down(self, replica: Replica, down: bool) -> None:
-        """Mark ``replica`` down (reloading nginx) or up (the caller reloads) in the includes."""
-        changed = False
-        for path in self._include_paths():
-            text = path.read_text()
-            try:
-                new = upstreams.set_down(text, replica.address, down)
-            except LookupError:
-                continue
-            if new != text:
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_text(new)
-                os.replace(tmp, path)
-                changed = True
-        if changed and down:
-            self.reload_nginx()
-
-    def reload_nginx(self) -> None:
-        if self.nginx is None or not self.nginx.alive():
-            return
-        self._check_nginx_config()
-        before = self._children(self.nginx.pid)
-        self.nginx.signal(signal.SIGHUP)
-        # A reload is asynchronous: wait until new workers replaced the old set.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            now = self._children(self.nginx.pid)
-            if now and (now - before):
-                break
-            time.sleep(0.02)
-        time.sleep(self.options.reload_settle)
-
-    @staticmethod
-    def _children(pid: int | None) -> set[int]:
-        if pid is None:
-            return set()
-        try:
-            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-        except OSError:
-            return set()
-        return {int(p) for p in text.split()}
-
     # --- replica actions -------------------------------------------------------------------
     def replica(self, name: str) -> Replica:
         try:
@@ -539,10 +491,17 @@ class LocalStack:
             raise StackError(msg) from None
 
     def stop_replica(self, name: str) -> str:
-        """Graceful stop: mark down + reload, drain file, wait ``drain_delay``, SIGTERM."""
+        """Graceful stop without touching nginx: drain file, wait ``drain_delay``, SIGTERM.
+
+        The drain file makes the replica stop listening (its idle keep-alive connections
+        close, requests in flight finish), so nginx's next connection to it is refused and
+        goes to another replica before anything was sent: nothing is lost, a POST included,
+        and no nginx reload closes a client's idle keep-alive connection.  Before that, it
+        waits until another replica of each of its pools takes traffic.
+        """
         with self._lock:
             replica = self.replica(name)
-            self.set_down(replica, True)
+            self._wait_for_another_admitted(replica)
             replica.state = "draining"
             replica.drain_file.write_text("run_lb_stack\n")
             self.write_state()
@@ -555,6 +514,12 @@ class LocalStack:
             return outcome
 
     def start_replica(self, name: str) -> None:
+        """Start (or restart) a replica and wait until it is ready.
+
+        nginx sends it traffic as soon as it listens, unless nginx's passive health disabled
+        it while it was down (``max_fails`` refused connections): then it rejoins after
+        ``fail_timeout`` (:meth:`admitted_at` says when).
+        """
         with self._lock:
             replica = self.replica(name)
             if replica.process.alive():
@@ -564,15 +529,48 @@ class LocalStack:
             replica.state = "starting"
             self.write_state()
             self._wait_ready(replica)
-            self.set_down(replica, False)
-            # Always reload: it also clears nginx's passive-failure mark (max_fails) left by a
-            # kill, so the replica takes traffic at once instead of after fail_timeout.
-            self.reload_nginx()
             self.write_state()
 
     def restart_replica(self, name: str) -> None:
         self.stop_replica(name)
         self.start_replica(name)
+
+    def admitted_at(self, replica: Replica) -> float:
+        """Wall-clock time from which nginx's passive health no longer skips ``replica``."""
+        log = self.conf_dir / "logs" / "error.log"
+        try:
+            with log.open("rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - _ERROR_LOG_TAIL))
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return 0.0
+        until = upstreams.disabled_until(text, replica.address, self.spec.fail_timeout)
+        return until or 0.0
+
+    def _pool_peers(self, replica: Replica) -> list[list[Replica]]:
+        """For each nginx upstream serving ``replica``, the other replicas in it."""
+        pools = []
+        for members in (self.spec.api_members, self.spec.stream_members):
+            names = {m.name for m in members}
+            if replica.name in names:
+                others = [r for r in self.replicas.values() if r is not replica and r.name in names]
+                if others:
+                    pools.append(others)
+        return pools
+
+    def _wait_for_another_admitted(self, replica: Replica) -> None:
+        """Wait (at most ``fail_timeout``) until each pool of ``replica`` has another
+        ready replica that nginx does not skip, so taking this one out leaves a live one."""
+        deadline = time.monotonic() + self.spec.fail_timeout + 2
+        while time.monotonic() < deadline and not self._stop_requested.is_set():
+            now = time.time()
+            if all(
+                any(r.state == "ready" and self.admitted_at(r) <= now for r in others)
+                for others in self._pool_peers(replica)
+            ):
+                return
+            time.sleep(0.2)
 
     def kill_replica(self, name: str) -> None:
         """``kill -9`` the replica's whole process group (no drain, no nginx change)."""
@@ -583,6 +581,7 @@ class LocalStack:
             self.write_state()
 
     def rolling_restart(self) -> None:
+        """Restart every replica, one at a time, without an nginx reload (see stop_replica)."""
         self.out("Rolling restart: " + ", ".join(self.replicas))
         for name in list(self.replicas):
             if self._stop_requested.is_set():

@@ -1,12 +1,17 @@
-"""Pure edits of nginx upstream includes: mark one server ``down`` or bring it back.
+"""Pure helpers about nginx upstreams: ``down`` marks in the includes, passive-health state.
 
-nginx open source has no API to take a server out of rotation; the documented way is the
-``down`` flag plus a reload, which lets in-flight requests on old workers finish.
+nginx open source has no API to take a server out of rotation.  A draining replica stops
+listening instead, so nginx's next connection is refused and moves to the next server; after
+``max_fails`` such failures nginx skips it for ``fail_timeout`` and logs that it did
+(:func:`disabled_until` reads that from the error log).  The ``down`` flag plus a reload is
+the manual alternative (``scale`` parks replicas that way); a reload closes idle client
+keep-alive connections, so rolling restarts do not use it.
 """
 
 from __future__ import annotations
 
 import re
+import time
 
 
 def _server_line(address: str) -> re.Pattern[str]:
@@ -35,3 +40,28 @@ def set_down(text: str, address: str, down: bool) -> str:
 def is_down(text: str, address: str) -> bool:
     match = _server_line(address).search(text)
     return bool(match and match.group("down"))
+
+
+#: nginx's error-log timestamp (local time, one-second resolution).
+_LOG_TIME = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[\w+\]")
+
+
+def disabled_until(log_text: str, address: str, fail_timeout: float) -> float | None:
+    """Wall-clock time until which nginx skips ``address``, from its error log text.
+
+    nginx logs ``upstream server temporarily disabled`` (level warn) when a server reached
+    ``max_fails``; it is skipped for ``fail_timeout`` seconds after that failure.  Returns
+    None when the log never says so for ``address``.  One second is added for the log's
+    resolution.
+    """
+    marker = f'upstream: "http://{address}/'
+    last: float | None = None
+    for line in log_text.splitlines():
+        if "upstream server temporarily disabled" not in line or marker not in line:
+            continue
+        match = _LOG_TIME.match(line)
+        if match is None:
+            continue
+        stamp = time.mktime(time.strptime(match.group(1), "%Y/%m/%d %H:%M:%S"))
+        last = stamp if last is None else max(last, stamp)
+    return None if last is None else last + fail_timeout + 1.0
