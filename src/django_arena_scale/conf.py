@@ -74,6 +74,15 @@ SETTINGS: dict[str, Setting] = {
             "CHANNEL_LAYER_CHECK", False, (bool,), "Add a channel-layer round-trip check (opt-in)."
         ),
         Setting(
+            "READY_INCLUDE_SHARED",
+            False,
+            (bool, list, tuple),
+            "Whether checks of dependencies every replica shares (database, Redis, channel "
+            "layer: scope 'shared') also fail /ready/. False: reported in /status/ and logged "
+            "only; True: all of them; a list: only these check names or tags, e.g. "
+            "['database:default', 'redis'].",
+        ),
+        Setting(
             "STATUS_TOKEN",
             None,
             (str,),
@@ -208,6 +217,13 @@ class ArenaScaleSettings:
     @property
     def CHANNEL_LAYER_CHECK(self) -> bool:
         return bool(self._get("CHANNEL_LAYER_CHECK"))
+
+    @property
+    def READY_INCLUDE_SHARED(self) -> bool | tuple[str, ...]:
+        value = self._get("READY_INCLUDE_SHARED")
+        if isinstance(value, bool):
+            return value
+        return tuple(str(item) for item in value)
 
     @property
     def STATUS_TOKEN(self) -> str | None:

@@ -1,9 +1,12 @@
 """Readiness against a real redis-server: outage and recovery, in-process and under gunicorn.
 
-The gunicorn scenario is the acceptance test of issue 2 item 9: the example project served by
-one real gunicorn worker; Redis is stopped -> ``/ready/`` answers 503 with an enum reason
-within the deadline while ``/live/`` and ``/health/`` stay 200; Redis comes back on the same
-port -> ``/ready/`` is 200 again, served by the same (never restarted) worker.
+The gunicorn scenarios serve the example project with one real gunicorn worker and stop its
+Redis.  By default the Redis checks are shared-scope: ``/ready/`` stays 200 (a dependency every
+replica shares must not take every replica out), while ``/status/`` shows the Redis checks
+failing with an enum reason.  With ``ARENA_SCALE_READY_INCLUDE_SHARED=1`` ``/ready/`` answers
+503 with the reason within the deadline while ``/live/`` and ``/health/`` stay 200.  Either
+way, when Redis comes back on the same port the checks pass again, served by the same (never
+restarted) worker.
 """
 
 from __future__ import annotations
@@ -169,7 +172,7 @@ def test_channel_layer_round_trip_check(settings: Any, fresh_redis: RedisServer)
 class Gunicorn:
     """One gunicorn worker serving the example project on a free loopback port."""
 
-    def __init__(self, redis_url: str, workdir: Path) -> None:
+    def __init__(self, redis_url: str, workdir: Path, **extra_env: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -181,6 +184,7 @@ class Gunicorn:
             "ARENA_SCALE_CHECK_CACHE_TTL": "0.2",
             "ARENA_SCALE_READY_DEADLINE": str(DEADLINE),
             "ARENA_SCALE_STATUS_TOKEN": TOKEN,
+            **extra_env,
         }
         self.log = open(workdir / "gunicorn.log", "wb")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
@@ -233,9 +237,7 @@ class Gunicorn:
         self.log.close()
 
 
-@pytest.fixture
-def app(fresh_redis: RedisServer, tmp_path: Path) -> Iterator[Gunicorn]:
-    server = Gunicorn(fresh_redis.url, tmp_path)
+def _serve(server: Gunicorn) -> Iterator[Gunicorn]:
     try:
         _wait_until(lambda: server.get("/ready/")[0] == 200, 30, "/ready/ 200 at start")
         yield server
@@ -243,10 +245,67 @@ def app(fresh_redis: RedisServer, tmp_path: Path) -> Iterator[Gunicorn]:
         server.stop()
 
 
-def test_ready_redis_outage_and_recovery_under_gunicorn(
+@pytest.fixture
+def app(fresh_redis: RedisServer, tmp_path: Path) -> Iterator[Gunicorn]:
+    yield from _serve(Gunicorn(fresh_redis.url, tmp_path))
+
+
+@pytest.fixture
+def app_include_shared(fresh_redis: RedisServer, tmp_path: Path) -> Iterator[Gunicorn]:
+    """The example project with shared checks opted back into readiness."""
+    yield from _serve(Gunicorn(fresh_redis.url, tmp_path, ARENA_SCALE_READY_INCLUDE_SHARED="1"))
+
+
+def _redis_status(app: Gunicorn) -> dict[str, tuple[str, str | None, bool]]:
+    """(status, output, affectsReadiness) of each redis:* check in the detailed /status/."""
+    _, body, _ = app.get("/status/", Authorization=f"Bearer {TOKEN}")
+    return {
+        name: (e[0]["status"], e[0].get("output"), e[0]["affectsReadiness"])
+        for name, e in body["checks"].items()
+        if name.startswith("redis:")
+    }
+
+
+def test_ready_stays_up_in_redis_outage_under_gunicorn(
     app: Gunicorn, fresh_redis: RedisServer
 ) -> None:
-    """Redis down: /ready/ 503 with reason in time, /live/ and /health/ 200; back: /ready/ 200."""
+    """Redis down: /ready/ stays 200 (shared dependency), /status/ shows it failing; back: pass."""
+    pid = app.worker_pid()
+    fresh_redis.stop()
+    statuses: list[dict[str, tuple[str, str | None, bool]]] = []
+    _wait_until(
+        lambda: (
+            statuses.append(_redis_status(app))
+            or any(s[0] == "fail" for s in statuses[-1].values())
+        ),
+        10,
+        "/status/ shows Redis failing",
+    )
+    failing = statuses[-1]
+    outage = (app.get("/ready/")[:2], app.get("/live/")[:2], app.get("/health/")[:2])
+    _, minimal, _ = app.get("/status/")
+    fresh_redis.start()
+    _wait_until(
+        lambda: all(s[0] == "pass" for s in _redis_status(app).values()),
+        15,
+        "/status/ shows Redis passing after it is back",
+    )
+
+    assert failing
+    assert {s[0] for s in failing.values()} == {"fail"}
+    assert {s[1] for s in failing.values()} <= REASONS - {"draining", "starting"}
+    assert {s[2] for s in failing.values()} == {False}  # visible, but not deciding readiness
+    assert minimal == {"status": "warn"}
+    assert outage == ((200, {"status": "pass"}),) * 3
+    assert app.get("/ready/")[:2] == (200, {"status": "pass"})
+    assert app.worker_pid() == pid
+
+
+def test_ready_redis_outage_and_recovery_opted_in_under_gunicorn(
+    app_include_shared: Gunicorn, fresh_redis: RedisServer
+) -> None:
+    """Opted in: Redis down -> /ready/ 503 with reason in time, /live/ /health/ 200; back: 200."""
+    app = app_include_shared
     pid = app.worker_pid()
     fresh_redis.stop()
     stopped_at = time.monotonic()
@@ -262,12 +321,14 @@ def test_ready_redis_outage_and_recovery_under_gunicorn(
         app.get("/live/")[:2],
         app.get("/health/")[:2],
     )
+    status_during = _redis_status(app)
     fresh_redis.start()
     _wait_until(lambda: app.get("/ready/")[0] == 200, 15, "/ready/ 200 after Redis is back")
 
     assert failing
     assert all(k.startswith("redis:") for k in failing)
     assert set(failing.values()) <= REASONS - {"draining", "starting"}
+    assert {s[2] for s in status_during.values()} == {True}
     # Detected within cache TTL + deadline; no single probe exceeded the deadline.
     assert outage[0] < 0.2 + DEADLINE + SLACK
     assert max(outage[1]) < DEADLINE + SLACK

@@ -10,6 +10,7 @@ from django_arena_scale.health.model import (
     CheckResult,
     Reason,
     Report,
+    Scope,
     Status,
     Unavailable,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Reason",
     "Report",
     "Runner",
+    "Scope",
     "Status",
     "Unavailable",
     "duplicate_check_names",

@@ -1,5 +1,9 @@
 """Built-in checks: every database alias, every distinct Redis URL, the channel layer (opt-in).
 
+All of them are ``scope="shared"``: every replica uses the same database, Redis and channel
+layer, so their failure is reported in ``/status/`` and logged but does not fail ``/ready/``
+(which would take every replica out at once) unless ``ARENA_SCALE_READY_INCLUDE_SHARED`` says so.
+
 Django adapter.  Checks run in helper threads (see ``runner.py``); database connections they
 open there are closed before the thread ends.  Redis is pinged through the pool the app
 already uses (django-redis or Django's own ``RedisCache``); the channel layer's Redis, whose
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from django_arena_scale.health.model import Check, CheckFunc, Unavailable
+from django_arena_scale.health.model import Check, CheckFunc, Scope, Unavailable
 
 # Socket timeouts of the dedicated channel-layer ping clients (seconds).
 PING_SOCKET_TIMEOUT = 0.5
@@ -50,6 +54,7 @@ def database_check(alias: str) -> Check:
         tags=frozenset({"database"}),
         target=_database_target(alias),
         component_type="datastore",
+        scope=Scope.SHARED,
     )
 
 
@@ -224,6 +229,7 @@ def redis_checks() -> list[Check]:
             tags=frozenset({"redis", *roles}),
             target=url,
             component_type="datastore",
+            scope=Scope.SHARED,
         )
         for role, url, factory, roles in seen.values()
     ]
@@ -285,6 +291,7 @@ def channel_layer_check(alias: str = "default") -> Check:
         func=run,
         tags=frozenset({"channels"}),
         component_type="component",
+        scope=Scope.SHARED,
     )
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import enum
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 CheckFunc = Callable[[], Any]
 
@@ -38,6 +38,25 @@ class Reason(str, enum.Enum):
     STARTING = "starting"
 
 
+class Scope(str, enum.Enum):
+    """What a failing check says about this replica.
+
+    ``replica``: this process cannot serve (its own state, a local resource); fails ``/ready/``.
+    ``shared``: a dependency every replica shares (the database, a Redis, the channel layer)
+    is failing; taking this replica out of rotation would not help, since every other replica
+    sees the same failure and would be taken out too.  Reported in ``/status/`` and logged,
+    but left out of ``/ready/`` unless ``ARENA_SCALE_READY_INCLUDE_SHARED`` opts it in.
+    """
+
+    REPLICA = "replica"
+    SHARED = "shared"
+
+
+#: ``ARENA_SCALE_READY_INCLUDE_SHARED``: True/False for every shared check, or the names and
+#: tags of the shared checks that still decide readiness.
+IncludeShared: TypeAlias = bool | Collection[str]
+
+
 class Unavailable(Exception):
     """Raised by a check whose dependency answered but is not usable (reported as unavailable)."""
 
@@ -46,7 +65,10 @@ class Unavailable(Exception):
 class Check:
     """One named health check.
 
-    ``critical`` checks decide ``/ready/``; the others only show in ``/status/`` (as warn).
+    ``critical`` checks of ``scope="replica"`` (the default) decide ``/ready/``; critical
+    ``scope="shared"`` checks (the built-in database, Redis and channel-layer checks) show as
+    ``fail`` in ``/status/`` and decide ``/ready/`` only when ``ARENA_SCALE_READY_INCLUDE_SHARED``
+    says so; non-critical checks only show in ``/status/`` (as warn).
     ``timeout`` (seconds) falls back to ``ARENA_SCALE_CHECK_TIMEOUT`` when ``None``.
     ``target`` is an optional description (e.g. a URL) shown redacted in ``/status/``.
     """
@@ -58,6 +80,7 @@ class Check:
     timeout: float | None = None
     target: str | None = field(default=None, repr=False)
     component_type: str = "component"
+    scope: Scope = Scope.REPLICA
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -83,6 +106,19 @@ class Check:
             raise ValueError(msg)
         if not isinstance(self.tags, frozenset):
             object.__setattr__(self, "tags", frozenset(_as_tags(self.tags)))
+        object.__setattr__(self, "scope", as_scope(self.scope, self.name))
+
+
+def as_scope(value: Any, name: str) -> Scope:
+    """``value`` as a :class:`Scope`; a clear error naming the check otherwise."""
+    try:
+        return Scope(value)
+    except ValueError:
+        msg = (
+            f"Check {name!r} scope should be 'replica' (this replica cannot serve) or "
+            f"'shared' (a dependency every replica shares), got {value!r}."
+        )
+        raise ValueError(msg) from None
 
 
 def _as_tags(tags: Iterable[str] | str) -> Iterable[str]:
@@ -101,10 +137,21 @@ class CheckResult:
     tags: frozenset[str] = frozenset()
     target: str | None = None
     component_type: str = "component"
+    scope: Scope = Scope.REPLICA
 
     @property
     def ok(self) -> bool:
         return self.status is not Status.FAIL
+
+    def affects_readiness(self, include_shared: IncludeShared = False) -> bool:
+        """Whether this result decides ``/ready/`` under ``include_shared``."""
+        if not self.critical:
+            return False
+        if self.scope is Scope.REPLICA:
+            return True
+        if isinstance(include_shared, bool):
+            return include_shared
+        return self.name in include_shared or any(tag in include_shared for tag in self.tags)
 
 
 @dataclass(frozen=True)
@@ -117,19 +164,29 @@ class Report:
 
     @property
     def critical_failures(self) -> dict[str, str]:
+        """Failing critical checks of either scope (``/ready/`` uses :meth:`ready_failures`)."""
+        return self.ready_failures(include_shared=True)
+
+    def ready_failures(self, include_shared: IncludeShared = False) -> dict[str, str]:
+        """``{name: reason}`` of the failing checks that decide ``/ready/``."""
         return {
             r.name: (r.reason or Reason.ERROR).value
             for r in self.results
-            if r.critical and r.status is Status.FAIL
+            if r.status is Status.FAIL and r.affects_readiness(include_shared)
         }
 
-    @property
-    def status(self) -> Status:
-        if self.critical_failures:
+    def overall(self, include_shared: IncludeShared = False) -> Status:
+        """fail if a check deciding readiness fails; warn if any other check is not pass."""
+        if self.ready_failures(include_shared):
             return Status.FAIL
         if any(r.status is not Status.PASS for r in self.results):
             return Status.WARN
         return Status.PASS
+
+    @property
+    def status(self) -> Status:
+        """:meth:`overall` with every critical check deciding, whatever its scope."""
+        return self.overall(include_shared=True)
 
     def __repr__(self) -> str:
         return f"<Report status={self.status.value} checks={len(self.results)}>"

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
-from django_arena_scale.health.model import Check, CheckFunc
+from django_arena_scale.health.model import Check, CheckFunc, Scope, as_scope
 
 logger = logging.getLogger("django_arena_scale.health")
 
@@ -34,6 +34,7 @@ def register_check(
     tags: Iterable[str] = ...,
     critical: bool = ...,
     timeout: float | None = ...,
+    scope: Scope | str = ...,
 ) -> Callable[[F], F]: ...
 
 
@@ -45,20 +46,25 @@ def register_check(
     tags: Iterable[str] = (),
     critical: bool = True,
     timeout: float | None = None,
+    scope: Scope | str = Scope.REPLICA,
 ) -> F | Callable[[F], F]:
     """Register a custom check; use as ``@register_check`` or ``@register_check(name=...)``.
 
-    The function takes no argument; it returns normally when healthy, may raise
-    :class:`~django_arena_scale.health.Unavailable`, and is given ``timeout`` seconds.
+    The function (plain or ``async def``) takes no argument; it returns normally when
+    healthy, may raise :class:`~django_arena_scale.health.Unavailable`, and is given
+    ``timeout`` seconds.  ``scope="replica"`` (the default) means a failure makes this replica
+    unready; ``scope="shared"`` marks a dependency every replica shares (see :class:`Scope`).
     """
 
     def decorate(f: F) -> F:
+        check_name = name or f"{f.__module__}.{f.__qualname__}"
         check = Check(
-            name=name or f"{f.__module__}.{f.__qualname__}",
+            name=check_name,
             func=f,
             tags=frozenset(tags),
             critical=critical,
             timeout=timeout,
+            scope=as_scope(scope, check_name),
         )
         with _registered_lock:
             # Re-registering the same function (a module imported twice) is not a duplicate.

@@ -143,6 +143,7 @@ class Runner:
         self._inflight: Future[Report] | None = None
         self._running: dict[str, Outcome] = {}
         self._warned: set[tuple[str, type[Any]]] = set()
+        self._last: dict[str, tuple[Status, Reason | None]] = {}
         self.evaluations = 0
         self.joined = 0  # callers that waited for another caller's evaluation
 
@@ -288,8 +289,10 @@ class Runner:
                     tags=check.tags,
                     target=check.target,
                     component_type=check.component_type,
+                    scope=check.scope,
                 )
             )
+        self._log_transitions(results)
         return Report(
             results=tuple(results),
             observed_at=observed_at,
@@ -319,6 +322,31 @@ class Runner:
                 # Full detail goes to the server log only; responses carry the enum value.
                 logger.warning("Health check %r raised.", check.name, exc_info=True)
         outcome.set_result((status, reason, self._clock() - t0))
+
+    def _log_transitions(self, results: Sequence[CheckResult]) -> None:
+        """Log each check's change of status or reason once, at WARNING (first run: non-pass).
+
+        A failing shared-scope check does not fail ``/ready/`` by default, so this log line
+        (and ``/status/``) is where its outage shows.
+        """
+        changed: list[tuple[CheckResult, tuple[Status, Reason | None]]] = []
+        with self._lock:
+            for result in results:
+                now = (result.status, result.reason)
+                before = self._last.get(result.name, (Status.PASS, None))
+                self._last[result.name] = now
+                if now != before:
+                    changed.append((result, before))
+        for result, before in changed:
+            was = before[0].value + (f" ({before[1].value})" if before[1] else "")
+            is_ = result.status.value + (f" ({result.reason.value})" if result.reason else "")
+            logger.warning(
+                "Health check %r (scope %s) is now %s; was %s.",
+                result.name,
+                result.scope.value,
+                is_,
+                was,
+            )
 
     def _first_warning(self, check: Check, value: Any) -> bool:
         """Whether this check returning this type has not been logged yet (once per process)."""

@@ -23,7 +23,7 @@ from django.utils.datastructures import CaseInsensitiveMapping
 
 from django_arena_scale.health import fastconf
 from django_arena_scale.health.access import address_allowed, bearer_token_matches
-from django_arena_scale.health.model import Reason, Report, Status
+from django_arena_scale.health.model import IncludeShared, Reason, Report, Status
 from django_arena_scale.health.redact import redact, redact_all
 from django_arena_scale.health.registry import get_checks
 from django_arena_scale.health.runner import Runner
@@ -243,8 +243,14 @@ def _runner_kwargs() -> dict[str, float]:
     }
 
 
+def include_shared() -> IncludeShared:
+    """``ARENA_SCALE_READY_INCLUDE_SHARED``: which shared-scope checks also decide ``/ready/``."""
+    value: IncludeShared = fastconf.get("READY_INCLUDE_SHARED")
+    return value
+
+
 def _ready_from(report: Report, request: HttpRequest) -> HttpResponse:
-    failures = report.critical_failures
+    failures = report.ready_failures(include_shared())
     if not failures:
         return _response(200, _PASS, request)
     return _response(503, _dumps({"status": "fail", "checks": failures}), request)
@@ -258,7 +264,12 @@ def _ready_precheck(request: HttpRequest) -> HttpResponse | None:
 
 
 def ready(request: HttpRequest) -> HttpResponse:
-    """Lifecycle plus critical checks (cached per process, single flight, under a deadline)."""
+    """Lifecycle plus the critical checks that decide readiness (replica scope by default).
+
+    Checks run cached per process, single flight, under a deadline.  Failing shared-scope
+    checks (database, Redis, channel layer) show in ``/status/`` and the log, not here, unless
+    ``ARENA_SCALE_READY_INCLUDE_SHARED`` opts them in.
+    """
     early = _ready_precheck(request)
     if early is not None:
         return early
@@ -307,7 +318,8 @@ def status_payload(
     from django_arena_scale import __version__
 
     state = lifecycle.state
-    overall = report.status if state is State.READY else Status.FAIL
+    included = include_shared()
+    overall = report.overall(included) if state is State.READY else Status.FAIL
     breakers = breaker_section() if detailed else None
     if (
         overall is Status.PASS
@@ -327,7 +339,8 @@ def status_payload(
             "observedValue": round(result.duration * 1000, 3),
             "observedUnit": "ms",
             "time": _iso(report.observed_at),
-            "affectsReadiness": result.critical,
+            "affectsReadiness": result.affects_readiness(included),
+            "scope": result.scope.value,
             "tags": sorted(result.tags),
         }
         if result.reason is not None:
