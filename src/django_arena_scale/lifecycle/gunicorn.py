@@ -269,16 +269,20 @@ def _beat_on_notify(worker: Any) -> None:
 
     def notify() -> None:
         lifecycle.heartbeat()
-        draining_now = gthread and not getattr(worker, "_arena_draining", False)
-        if draining_now and lifecycle.state is State.DRAINING:
-            worker._arena_draining = True
-            swept = stop_listening(worker)
-            close_idle_connections(worker)
-            logger.info(
-                "Worker %s draining: stopped listening (%d queued connection(s) served).",
-                getattr(worker, "pid", "?"),
-                swept,
-            )
+        if gthread:
+            if getattr(worker, "_arena_draining", False):
+                # A connection whose response began before the drain went back to the
+                # keep-alive set afterwards: close it too.
+                close_idle_connections(worker)
+            elif lifecycle.state is State.DRAINING:
+                worker._arena_draining = True
+                swept = stop_listening(worker)
+                close_idle_connections(worker)
+                logger.info(
+                    "Worker %s draining: stopped listening (%d queued connection(s) served).",
+                    getattr(worker, "pid", "?"),
+                    swept,
+                )
         original()
 
     notify._arena_heartbeat = True  # type: ignore[attr-defined]

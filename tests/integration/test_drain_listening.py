@@ -1,0 +1,183 @@
+"""A draining replica stops listening, under real gunicorn (gthread and UvicornWorker).
+
+The drain file appears (what ``manage.py drain on``, a Kubernetes ``preStop`` hook, deploy.sh
+and run_lb_stack write): new connections are refused (so nginx moves them to another replica
+before anything is sent), an idle keep-alive connection is closed by the server, and a request
+already running completes.  The drain file goes away: the replica listens again.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import EXAMPLE, stack_env
+from tests.servers import free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
+    on_starting, post_worker_init, when_ready, worker_int, worker_abort, worker_exit,
+)
+"""
+#: Generous bound for "soon": the master polls every 0.2 s, a gthread worker's loop turns at
+#: least once a second; this only bounds the wait, nothing asserts on how long it took.
+SOON = 10.0
+
+
+class Server:
+    """gunicorn with the lifecycle hooks serving example_project, 2 workers, a drain file."""
+
+    def __init__(self, tmp: Path, *, asgi: bool) -> None:
+        self.port = free_port()
+        self.drain_file = tmp / "replica.drain"
+        config = tmp / "gunicorn.conf.py"
+        config.write_text(CONFIG)
+        env = stack_env()
+        env["SQLITE_PATH"] = str(tmp / "db.sqlite3")
+        env["ARENA_SCALE_DRAIN_FILE"] = str(self.drain_file)
+        env.pop("REDIS_URL", None)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=EXAMPLE, env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        argv = [
+            sys.executable, "-m", "gunicorn", "--config", str(config),
+            "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--graceful-timeout", "5",
+            "--keep-alive", "30",
+        ]  # fmt: skip
+        if asgi:
+            argv += ["--worker-class", "django_arena_scale.lifecycle.uvicorn.UvicornWorker"]
+            argv.append("arena_project.asgi:application")
+        else:
+            argv += ["--worker-class", "gthread", "--threads", "4"]
+            argv.append("arena_project.wsgi:application")
+        self.log_path = tmp / "server.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv, cwd=EXAMPLE, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_port(self.port, timeout=60)
+            assert self.wait_until(lambda: self.get("/ready/")[0] == 200, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        conn = self.connection()
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def refuses(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    @staticmethod
+    def wait_until(predicate: object, *, timeout: float = SOON) -> bool:
+        assert callable(predicate)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(params=["gthread", "uvicorn"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path, asgi=request.param == "uvicorn")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _idle_closed_by_server(conn: http.client.HTTPConnection) -> bool:
+    """True once the server closed this idle keep-alive connection (EOF on its socket)."""
+    sock = conn.sock
+    assert sock is not None
+    sock.settimeout(0.1)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_drain_file_stops_listening_and_closes_idle_keepalive(server: Server) -> None:
+    """drain on: refused, idle keep-alive closed by the server, a running request finishes;
+    drain off: served again."""
+    idle = server.connection()
+    idle.request("GET", "/api/ping/")
+    first = idle.getresponse()
+    first.read()
+    assert (first.status, server.refuses()) == (200, False)
+
+    # A request in flight when the drain starts must complete.
+    slow: dict[str, object] = {}
+
+    def run_slow() -> None:
+        slow["answer"] = server.get("/messages/stream/?tokens=6&delay=0.25")
+
+    worker = threading.Thread(target=run_slow)
+    worker.start()
+    time.sleep(0.3)
+
+    server.drain_file.write_text("test\n")
+    assert server.wait_until(server.refuses), "still accepting connections while draining"
+    assert server.wait_until(lambda: _idle_closed_by_server(idle)), "idle keep-alive left open"
+    idle.close()
+    worker.join(timeout=30)
+    status, _, body = slow["answer"]  # type: ignore[misc]
+    assert (status, b"event: token" in body) == (200, True)
+
+    server.drain_file.unlink()
+    assert server.wait_until(lambda: server.get("/api/ping/")[0] == 200), "not listening again"
+    assert server.proc.poll() is None
+
+
+def test_connection_busy_when_the_drain_starts_is_closed_after_its_response(
+    server: Server,
+) -> None:
+    """A keep-alive connection carrying a request when the drain starts gets its whole answer,
+    then the server closes it (a proxy's cached connection retires instead of bringing the
+    drained replica new requests)."""
+    conn = server.connection()
+    conn.request("GET", "/messages/stream/?tokens=6&delay=0.25")
+    response = conn.getresponse()
+    server.drain_file.write_text("test\n")
+    body = response.read()
+    assert (response.status, b"event: token" in body) == (200, True)
+    assert server.wait_until(server.refuses)
+    assert server.wait_until(lambda: _idle_closed_by_server(conn)), "connection left open"
+    conn.close()
