@@ -36,6 +36,8 @@ __all__ = ["DrainingServer", "UvicornH11Worker", "UvicornWorker", "graceful_shut
 
 #: Seconds of ``graceful_timeout`` kept for the shutdown hooks after uvicorn stops.
 HOOK_MARGIN = 1.0
+#: uvicorn's ``ws_max_size`` under :class:`UvicornWorker`: 64 KiB (uvicorn's default is 16 MiB).
+WS_MAX_SIZE = 64 * 1024
 
 
 def graceful_shutdown_timeout(graceful_timeout: float) -> float:
@@ -83,7 +85,14 @@ class DrainingServer(Server):
 
 
 class UvicornWorker(_BaseWorker):  # type: ignore[misc]
-    """The uvicorn gunicorn worker with the graceful timeout chain and drain-on-SIGTERM."""
+    """The uvicorn gunicorn worker with the graceful timeout chain and drain-on-SIGTERM.
+
+    WebSocket messages are limited to :attr:`ws_max_size` bytes (:data:`WS_MAX_SIZE`, 64 KiB,
+    instead of uvicorn's 16 MiB); a subclass may set another value.
+    """
+
+    #: Largest WebSocket message accepted, in bytes; a larger one closes the connection (1009).
+    ws_max_size: int = WS_MAX_SIZE
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -91,6 +100,8 @@ class UvicornWorker(_BaseWorker):  # type: ignore[misc]
             float(self.cfg.graceful_timeout)
         )
         self.config.timeout_notify = notify_interval(float(self.timeout), _heartbeat_timeout())
+        # uvicorn accepts WebSocket messages up to 16 MiB by default; larger ones close with 1009.
+        self.config.ws_max_size = self.ws_max_size
 
     def __repr__(self) -> str:
         return (
