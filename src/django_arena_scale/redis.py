@@ -62,12 +62,13 @@ whatever is published while a subscriber reconnects.  Write ``CHANNEL_LAYERS`` b
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+
+from django_arena_scale._redact import redact_url
 
 __all__ = [
     "EXPECTED_FORM",
@@ -116,35 +117,10 @@ _SSL_KEYS = frozenset(
     }
 )
 _CERT_REQS = ("none", "optional", "required")
-# The scheme is optional so that "user:secret@host" (a forgotten redis://) is redacted too.
-_USERINFO = re.compile(
-    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*(?::/*|/+))?(?P<userinfo>.*)@(?P<rest>[^@]*)$",
-    re.DOTALL,
-)
-
-_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:ssl_)?password=)[^&#]*", re.IGNORECASE)
-
 Duration = float | timedelta
 
 
 # --- URLs --------------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (a user name is kept).
-
-    Works on malformed URLs too: everything between ``://`` and the last ``@`` is userinfo, so
-    a password holding ``/``, ``:`` or ``@`` is still hidden; ``?password=`` values as well.
-    """
-    url = _QUERY_SECRET.sub(r"\g<key>***", url)
-    match = _USERINFO.match(url)
-    if match is None:
-        return url
-    userinfo = match["userinfo"]
-    user, colon, _secret = userinfo.partition(":")
-    # Without a colon, people usually meant the lone word as a password: hide it all.
-    shown = f"{user}:***" if colon and "/" not in user else "***"
-    return f"{match['scheme'] or ''}{shown}@{match['rest']}"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django_arena_scale._redact import looks_secret
 from django_arena_scale.deploy import server
 from django_arena_scale.deploy.spec import MAX_REPLICAS, NEXT_UPSTREAM, DeploymentSpec
 
@@ -45,11 +46,12 @@ DRAIN_DIR = "/var/run/arena-scale"
 DRAIN_FILE = f"{DRAIN_DIR}/drain"
 #: The container user of the generated Dockerfile.
 APP_UID = 10001
-#: Non-secret values only: keys that look like credentials are never written to the ConfigMap.
-SECRET_KEY_PATTERN = re.compile(
-    r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|API_?KEY|_KEY$|_URL$|DSN", re.IGNORECASE
-)
 MANAGED_BY = "django-arena-scale"
+
+
+def _secret_env(key: str) -> bool:
+    """Kept out of the ConfigMap: names that look secret, and URLs (they may carry passwords)."""
+    return looks_secret(key) or key.upper().endswith("_URL")
 
 
 # --- a small deterministic YAML emitter ------------------------------------------------------
@@ -208,7 +210,7 @@ def config_map_env(spec: DeploymentSpec) -> dict[str, str]:
     Redis and database URLs may carry passwords and name compose hosts, so they come from the
     Secret instead.
     """
-    env = {k: v for k, v in spec.app_environment.items() if not SECRET_KEY_PATTERN.search(k)}
+    env = {k: v for k, v in spec.app_environment.items() if not _secret_env(k)}
     env.update(
         {
             "ARENA_SCALE_DRAIN_FILE": DRAIN_FILE,

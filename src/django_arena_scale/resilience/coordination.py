@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from django_arena_scale._redact import redact_url
+
 if TYPE_CHECKING:
     from django_arena_scale.resilience.breaker import CircuitBreaker
 
@@ -34,13 +36,6 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-
-
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 class RedisCoordinator:
@@ -65,7 +60,7 @@ class RedisCoordinator:
         if not 0 < timeout <= 5:
             msg = f"timeout should be in (0, 5] seconds, got {timeout!r}."
             raise ValueError(msg)
-        self.url = _redact(url) if url is not None else repr(client)
+        self.url = redact_url(url) if url is not None else repr(client)
         if url is not None:
             import redis
             from redis.backoff import NoBackoff
