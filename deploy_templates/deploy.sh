@@ -25,6 +25,7 @@ readonly HEALTH_PATH=/health/
 readonly PROBE_TIMEOUT=2
 readonly READY_TIMEOUT_DEFAULT=120
 readonly DRAIN_DELAY=10
+readonly FAIL_TIMEOUT=30
 readonly STOP_GRACE=45
 readonly WEB_SERVICES=(
     web-1
@@ -112,9 +113,10 @@ Usage: ./deploy.sh COMMAND [ARGS]
   health           ${READY_PATH} and ${LIVE_PATH} of every running replica, and nginx end to end
   scale N          run web-1..web-N (1 <= N <= ${#WEB_SERVICES[@]}); the others are drained
                    and parked; more than ${#WEB_SERVICES[@]} needs a regenerated deployment
-  rolling-restart  build, migrate, then one replica at a time: mark down in nginx, reload,
-                   drain, stop (grace ${STOP_GRACE}s), recreate, wait for ${READY_PATH},
-                   unmark, reload
+  rolling-restart  build, migrate, then one replica at a time, without nginx reloads: drain
+                   (it stops listening; nginx moves to the others), stop (grace
+                   ${STOP_GRACE}s), recreate, wait for ${READY_PATH}, then ${FAIL_TIMEOUT}s + 1s
+                   for nginx to send to it again before the next one
   logs [SERVICE..] follow the logs (every service by default)
   build            docker build ${IMAGE} with ./Dockerfile; the context is the parent
                    directory (ARENA_BUILD_CONTEXT overrides it, ARENA_DEPLOY_DIR then names
@@ -225,30 +227,60 @@ wait_ready() {
 }
 
 drain_replica() {
-    # Stop new traffic first (nginx), then let the app end its streams with a reconnect hint.
+    # scale: stop new traffic first (down mark + reload), then end streams with a reconnect hint.
     set_upstream_state "$1" down
     reload_nginx
-    compose exec -T "$1" python manage.py drain on ||
-        warn "$1: manage.py drain on failed (is ARENA_SCALE_DRAIN_FILE set in its" \
-            "environment?); open streams end at SIGTERM instead."
+    drain_on "$1"
     sleep "$DRAIN_DELAY"
 }
 
+drain_on() {
+    compose exec -T "$1" python manage.py drain on ||
+        warn "$1: manage.py drain on failed (is ARENA_SCALE_DRAIN_FILE set in its" \
+            "environment?); it stops listening and ends open streams at SIGTERM instead."
+}
+
+# One replica of a rolling restart, without an nginx reload: a reload closes the idle
+# keep-alive connections of clients, racing with requests they send on them (browsers and
+# HTTP client pools lose those; a POST is never resent).  `manage.py drain on` makes the
+# replica stop listening instead: its idle keep-alive connections close, requests in flight
+# finish (answered with Connection: close), so nginx's next connection to it is refused before
+# anything is sent and goes to the next server, a POST too.  After MAX_FAILS refused
+# connections nginx skips it for FAIL_TIMEOUT seconds.
 restart_replica() {
     local service=$1
-    log "$service: mark down in nginx, drain for ${DRAIN_DELAY}s"
-    drain_replica "$service"
+    log "$service: drain (it stops listening; nginx moves to the others) for ${DRAIN_DELAY}s"
+    drain_on "$service"
+    sleep "$DRAIN_DELAY"
     log "$service: stop (grace ${STOP_GRACE}s), recreate"
     compose stop --timeout "$STOP_GRACE" "$service"
     compose up --detach --no-deps --force-recreate "$service"
     log "$service: wait up to ${READY_TIMEOUT}s for ${READY_PATH}"
     if ! wait_ready "$service"; then
+        # It may listen while unready: keep nginx away from it (the one reload of a restart,
+        # only on this failure path; `start` clears the mark).
+        set_upstream_state "$service" down
+        reload_nginx
         die "$service is not ready after ${READY_TIMEOUT}s; it stays marked down in nginx." \
             "Inspect: ./deploy.sh logs $service"
     fi
-    set_upstream_state "$service" up
-    reload_nginx
-    log "$service: serving again"
+    log "$service: ready"
+}
+
+# nginx skips a server for FAIL_TIMEOUT seconds after its last refused connection (whole
+# seconds: skipped while now - last <= FAIL_TIMEOUT).  The last one came before the new
+# container listened, so FAIL_TIMEOUT + 1 seconds after it was ready nginx sends to it again;
+# one more second covers $SECONDS counting whole seconds.  The next replica is drained only
+# then, so at every moment another replica of each pool takes the traffic.
+readonly ADMIT_MARGIN=2
+
+wait_admitted() {
+    # $1 service, $2 value of $SECONDS when it was ready.
+    local left=$(($2 + FAIL_TIMEOUT + ADMIT_MARGIN - SECONDS))
+    if ((left > 0)); then
+        log "$1: wait ${left}s until nginx sends to it again (fail_timeout ${FAIL_TIMEOUT}s)"
+        sleep "$left"
+    fi
 }
 
 cmd_build() {
@@ -373,15 +405,20 @@ cmd_rolling_restart() {
     build_or_pull
     cmd_migrate
     cmd_collectstatic
-    local service
+    local service previous="" ready_at=0
     for service in "${APP_SERVICES[@]}"; do
         if [[ "$(upstream_state "$service")" == parked ]]; then
             log "$service: parked, skipped"
             continue
         fi
+        if [[ -n "$previous" ]]; then
+            wait_admitted "$previous" "$ready_at"
+        fi
         restart_replica "$service"
+        previous=$service
+        ready_at=$SECONDS
     done
-    log "rolling restart done"
+    log "rolling restart done (nginx sends to $previous again within $((FAIL_TIMEOUT + 1))s)"
 }
 
 cmd_logs() {

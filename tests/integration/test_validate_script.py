@@ -4,7 +4,10 @@ There is no Docker daemon on the test machine, so the behaviour tests put a reco
 stand-in named ``docker`` first on PATH: it logs every call with the replicas marked ``down``
 or parked in the nginx upstream includes at that moment, answers the readiness probe as told,
 and runs the REAL ``nginx -t`` (in a private mount namespace where the compose service names
-resolve) whenever the script asks nginx to check its config.
+resolve) whenever the script asks nginx to check its config.  A stand-in ``sleep`` logs its
+argument in the same log and returns at once, so the drain delay and the wait for nginx to
+send to a restarted replica again are checked as steps, without waiting for them.
+(tests/e2e/test_deploy_script_live.py runs the script against a real local stack.)
 """
 
 from __future__ import annotations
@@ -127,6 +130,11 @@ sys.exit(rc)
 '''
 
 
+FAKE_SLEEP = """#!/bin/sh
+printf '{"sleep": %s}\\n' "$1" >>"$DOCKER_LOG"
+"""
+
+
 class Deployment:
     """A rendered output directory plus the stand-in docker that records the script's calls."""
 
@@ -142,6 +150,9 @@ class Deployment:
         docker = bin_dir / "docker"
         docker.write_text(FAKE_DOCKER.format(python=sys.executable, nginx=NGINX).lstrip())
         docker.chmod(0o755)
+        sleep = bin_dir / "sleep"
+        sleep.write_text(FAKE_SLEEP)
+        sleep.chmod(0o755)
         self.log = root / "docker.log"
         self.env = {
             **os.environ,
@@ -177,35 +188,75 @@ class Deployment:
 
 def _compose_args(call: dict[str, Any]) -> list[str]:
     """The arguments after ``docker compose --file docker-compose.yml`` ([] for other calls)."""
-    argv = call["argv"]
+    argv = call.get("argv", [])
     if argv[:3] != ["compose", "--file", "docker-compose.yml"]:
         return []
     return list(argv[3:])
 
 
-def _replica_steps(calls: list[dict[str, Any]], service: str, address: str) -> list[str]:
-    """The calls about one replica, as short labels with the nginx state they saw."""
+def _is_reload(call: dict[str, Any]) -> bool:
+    args = _compose_args(call)
+    return args[:3] == ["exec", "-T", "nginx"] and args[3:6] == ["nginx", "-s", "reload"]
+
+
+def _steps(deployment: Deployment, calls: list[dict[str, Any]]) -> list[str]:
+    """The calls from the first drain on, as short labels naming the replica.
+
+    Sleeps read ``sleep drain`` (the drain delay) and ``sleep admit`` (at least fail_timeout
+    + 1 s: nginx sends to the replica restarted before it again); any nginx call reads
+    ``nginx ...`` and a ``down``/parked mark seen by a call is appended to its label.
+    """
+    spec = deployment.spec
     steps: list[str] = []
     for call in calls:
+        if "sleep" in call:
+            seconds = call["sleep"]
+            if seconds == spec.chain.drain_delay:
+                steps.append("sleep drain")
+            elif seconds >= spec.fail_timeout + 1:
+                steps.append("sleep admit")
+            else:
+                steps.append(f"sleep {seconds}")
+            continue
         args = _compose_args(call)
-        marked = address in call["down"]
-        if args[:3] == ["exec", "-T", "nginx"] and args[3:6] == ["nginx", "-s", "reload"]:
-            steps.append(f"reload(down={marked})")
-        elif args[:3] == ["exec", "-T", service] and "drain" in args:
-            steps.append(f"drain(down={marked})")
-        elif args[:1] == ["stop"] and args[-1] == service:
-            steps.append(f"stop {' '.join(args[1:-1])}")
-        elif args[:1] == ["up"] and args[-1] == service:
-            steps.append(f"up {' '.join(args[1:-1])}")
-        elif args[:3] == ["exec", "-T", service] and "-c" in args:
-            steps.append(f"probe(down={marked})")
+        if args[:3] == ["exec", "-T", spec.nginx_service]:
+            label = " ".join(["nginx", *args[4:6]])
+        elif args[:2] == ["exec", "-T"] and "drain" in args:
+            label = f"drain {args[args.index('drain') + 1]} {args[2]}"
+        elif args[:2] == ["exec", "-T"] and "-c" in args:
+            label = f"probe {args[2]}"
+        elif args[:1] in (["stop"], ["up"]):
+            label = " ".join(args)
+        else:
+            continue
+        marks = call["down"] + call["parked"]
+        steps.append(label + (f" (marked {' '.join(marks)})" if marks else ""))
+    first = next(i for i, s in enumerate(steps) if s.startswith("drain on "))
+    return steps[first:]
+
+
+def _rolling_restart_steps(deployment: Deployment, services: list[str]) -> list[str]:
+    """What a rolling restart of ``services`` must do, in this order and nothing else."""
+    grace = deployment.spec.chain.stop_grace_period
+    steps: list[str] = []
+    for i, service in enumerate(services):
+        if i:
+            steps.append("sleep admit")
+        steps += [
+            f"drain on {service}",
+            "sleep drain",
+            f"stop --timeout {grace} {service}",
+            f"up --detach --no-deps --force-recreate {service}",
+            f"probe {service}",
+        ]
     return steps
 
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Deployment:
-    # drain_delay 0: the script sleeps that long per replica.
-    return Deployment(DeploymentSpec(replicas=2, stream_replicas=1, drain_delay=0), tmp_path)
+    # The stand-in sleep returns at once: realistic figures cost nothing.
+    spec = DeploymentSpec(replicas=2, stream_replicas=1, drain_delay=7, fail_timeout=20)
+    return Deployment(spec, tmp_path)
 
 
 def test_deploy_script_unknown_command_prints_usage_and_exits_2(deployment: Deployment) -> None:
@@ -253,54 +304,84 @@ def test_deploy_script_preflight_requires_env_file(deployment: Deployment) -> No
 def test_deploy_script_rolling_restart_drains_each_replica_in_order(
     deployment: Deployment,
 ) -> None:
-    """Per replica: mark down + reload, drain, stop with grace, recreate, ready, unmark + reload."""
+    """Per replica: drain on, drain delay, stop with grace, recreate, ready; then wait until
+    nginx sends to it again before the next one.  Nothing else, nothing marked in nginx."""
     proc = deployment.run("rolling-restart")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    spec = deployment.spec
-    calls = deployment.calls()
-    grace = str(spec.chain.stop_grace_period)
-    expected = [
-        "reload(down=True)",
-        "drain(down=True)",
-        f"stop --timeout {grace}",
-        "up --detach --no-deps --force-recreate",
-        "probe(down=True)",
-        "reload(down=False)",
-    ]
-    for service in spec.app_services:
-        steps = _replica_steps(calls, service, spec.address(service))
-        # Other replicas' reloads show this one not marked: keep the window of its own.
-        first = steps.index("reload(down=True)")
-        assert steps[first : first + len(expected)] == expected, service
+    steps = _steps(deployment, deployment.calls())
+    assert steps == _rolling_restart_steps(deployment, list(deployment.spec.app_services))
     assert deployment.includes_unchanged()
+
+
+def test_deploy_script_rolling_restart_never_reloads_nginx(deployment: Deployment) -> None:
+    """No nginx call at all (no -t, no reload) and no down mark during a rolling restart: a
+    reload closes clients' idle keep-alive connections."""
+    proc = deployment.run("rolling-restart")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = deployment.calls()
+    assert [c for c in calls if "argv" in c and len(c["argv"]) > 5]  # it did run
+    nginx_calls = [
+        c for c in calls if _compose_args(c)[:3] == ["exec", "-T", deployment.spec.nginx_service]
+    ]
+    assert nginx_calls == []
+    assert not any(_is_reload(c) for c in calls)
+    assert all(c["down"] == [] and c["parked"] == [] for c in calls if "argv" in c)
 
 
 def test_deploy_script_rolling_restart_takes_one_replica_at_a_time(
     deployment: Deployment,
 ) -> None:
-    """At every call at most one replica is marked down, and each one is restarted once."""
+    """A replica is drained only once the previous one answered ready and the admission wait
+    passed; each one is recreated exactly once."""
     assert deployment.run("rolling-restart").returncode == 0
-    calls = deployment.calls()
-    assert all(len(call["down"]) <= 1 for call in calls)
-    recreated = [args[-1] for args in map(_compose_args, calls) if args[:1] == ["up"]]
+    out: str | None = None
+    admitted = True
+    for step in _steps(deployment, deployment.calls()):
+        if step.startswith("drain on "):
+            assert out is None, step
+            assert admitted, step
+            out, admitted = step.split()[-1], False
+        elif step == f"probe {out}":
+            out = None
+        elif step == "sleep admit":
+            admitted = out is None
+    recreated = [args[-1] for args in map(_compose_args, deployment.calls()) if args[:1] == ["up"]]
     assert recreated == list(deployment.spec.app_services)
+
+
+def test_deploy_script_rolling_restart_skips_parked_replicas(deployment: Deployment) -> None:
+    """After scale 1, a rolling restart leaves the parked web-2 alone."""
+    spec = deployment.spec
+    assert deployment.run("scale", "1").returncode == 0
+    deployment.log.unlink()
+    proc = deployment.run("rolling-restart")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    parked = spec.web_names[1]
+    assert f"{parked}: parked, skipped" in proc.stdout
+    services = [s for s in spec.app_services if s != parked]
+    expected = _rolling_restart_steps(deployment, services)
+    marked = f" (marked {spec.address(parked)})"
+    marks = [s if s.startswith("sleep ") else s + marked for s in expected]
+    assert _steps(deployment, deployment.calls()) == marks
 
 
 def test_deploy_script_rolling_restart_migrates_before_the_first_replica(
     deployment: Deployment,
 ) -> None:
-    """The image is built and migrations run before any replica is taken down."""
+    """The image is built and migrations run before any replica is drained."""
     assert deployment.run("rolling-restart").returncode == 0
     calls = deployment.calls()
-    build = next(i for i, c in enumerate(calls) if c["argv"][:1] == ["build"])
+    argv = [c.get("argv", []) for c in calls]
+    build = next(i for i, a in enumerate(argv) if a[:1] == ["build"])
     run_migrate = ["run", "--rm", deployment.spec.manage_service, "migrate"]
-    migrate = next(i for i, c in enumerate(calls) if c["argv"][3:7] == run_migrate)
-    first_drain = next(i for i, c in enumerate(calls) if c["down"])
+    migrate = next(i for i, a in enumerate(argv) if a[3:7] == run_migrate)
+    first_drain = next(i for i, a in enumerate(argv) if "drain" in a)
     assert build < migrate < first_drain
 
 
 def test_deploy_script_unready_replica_stays_marked_down(deployment: Deployment) -> None:
-    """A replica that never answers /ready/ stops the rollout and stays out of nginx."""
+    """A replica that never answers /ready/ stops the rollout: it is marked down and nginx
+    reloaded (the only reload of a restart, on this failure path), the rest is untouched."""
     spec = deployment.spec
     stuck = spec.web_names[1]
     proc = deployment.run("rolling-restart", FAKE_UNREADY=stuck, ARENA_READY_TIMEOUT="0")
@@ -315,6 +396,10 @@ def test_deploy_script_unready_replica_stays_marked_down(deployment: Deployment)
     assert [line.split()[1] for line in down] == [spec.address(stuck)]
     touched = {args[-1] for args in map(_compose_args, deployment.calls()) if args}
     assert not touched & set(spec.stream_names)
+    steps = _steps(deployment, deployment.calls())
+    marked = f" (marked {spec.address(stuck)})"
+    first = _rolling_restart_steps(deployment, [spec.web_names[0], stuck])
+    assert steps == [*first, f"nginx -t -q{marked}", f"nginx -s reload{marked}"]
 
 
 def test_deploy_script_scale_down_parks_and_scale_up_restores(deployment: Deployment) -> None:
@@ -335,10 +420,10 @@ def test_deploy_script_scale_down_parks_and_scale_up_restores(deployment: Deploy
 def test_deploy_script_reload_is_refused_when_nginx_rejects_the_config(
     deployment: Deployment,
 ) -> None:
-    """A broken nginx config (real nginx -t) stops the rollout before any reload."""
+    """A broken nginx config (real nginx -t) stops scale before any reload."""
     conf = deployment.root / "nginx" / "nginx.conf"
     conf.write_text(conf.read_text().replace("events {", "events { bogus_directive on;", 1))
-    proc = deployment.run("rolling-restart")
+    proc = deployment.run("scale", "1")
     assert proc.returncode == 1
     assert "nginx rejects" in proc.stderr
     reloads = [c for c in deployment.calls() if "reload" in c["argv"]]
@@ -407,7 +492,8 @@ def test_deploy_script_checks_and_reloads_the_config_nginx_runs_with(
     deployment: Deployment,
 ) -> None:
     """nginx -t and -s reload name the file of the compose nginx command, not the default."""
-    assert deployment.run("rolling-restart").returncode == 0
+    assert deployment.run("scale", "1").returncode == 0
+    assert deployment.run("scale", "2").returncode == 0
     services = yaml.safe_load(deployment.files[COMPOSE_FILE])["services"]
     command = services[deployment.spec.nginx_service]["command"]
     running = command[command.index("-c") + 1]
@@ -423,7 +509,7 @@ def test_deploy_script_checks_and_reloads_the_config_nginx_runs_with(
 
 def test_deploy_script_edits_only_the_named_replica_line(tmp_path: Path) -> None:
     """Parking web-11 leaves web-1 alone (no prefix match), and scaling back restores all."""
-    deployment = Deployment(DeploymentSpec(replicas=11, stream_replicas=1, drain_delay=0), tmp_path)
+    deployment = Deployment(DeploymentSpec(replicas=11, stream_replicas=1), tmp_path)
     spec = deployment.spec
     proc = deployment.run("scale", "10")
     assert proc.returncode == 0, proc.stdout + proc.stderr

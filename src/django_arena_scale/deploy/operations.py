@@ -277,15 +277,27 @@ def _drain(spec: DeploymentSpec) -> list[str]:
     v = script_variables(spec)
     include = spec.nginx_servers_include(spec.api_upstream)
     return [
-        f"1. Mark the replica `down` in `{include}` (and the streaming include) and run "
-        f"`nginx -s reload` in `{spec.nginx_service}`: no new requests reach it.",
-        "2. `python manage.py drain on` in the replica: `"
+        "`rolling-restart` never reloads nginx: a reload closes clients' idle keep-alive "
+        "connections, racing with requests they send on them (browsers and HTTP client pools "
+        "lose those; a POST is never resent).",
+        "",
+        "1. `python manage.py drain on` in the replica: it stops listening (idle keep-alive "
+        "connections close, requests in flight finish with `Connection: close`), `"
         + v["READY_PATH"]
-        + "` answers 503, SSE streams end with a reconnect hint, WebSockets close with 1012.",
-        f"3. Wait {v['DRAIN_DELAY']}s, then `docker compose stop --timeout {v['STOP_GRACE']}`.",
-        "4. Recreate it (`docker compose up -d --no-deps --force-recreate`) and wait up to "
+        + "` answers 503, SSE streams end with a reconnect hint, WebSockets close with 1012. "
+        "nginx's next connection to it is refused before anything is sent and goes to the "
+        f"next replica, a POST too; after {spec.max_fails} refusals nginx skips it for "
+        f"{spec.fail_timeout}s (fail_timeout).",
+        f"2. Wait {v['DRAIN_DELAY']}s, then `docker compose stop --timeout {v['STOP_GRACE']}`.",
+        "3. Recreate it (`docker compose up -d --no-deps --force-recreate`) and wait up to "
         f"{v['READY_TIMEOUT_DEFAULT']}s for `{v['READY_PATH']}`.",
-        "5. Remove the `down` mark and reload nginx.",
+        f"4. Wait until {spec.fail_timeout}s + 1s have passed since it was ready before "
+        "draining the next replica: nginx skips a server for fail_timeout after its last "
+        "refused connection, which came before the new container listened; after that "
+        "nginx sends to it again, so another replica of each pool always takes the traffic.",
+        f"5. A replica that is not ready in time is marked `down` in `{include}` (and the "
+        f"streaming include) and nginx reloaded in `{spec.nginx_service}`, and the restart "
+        "stops; `scale N` parks replicas the same way (mark + reload). `start` clears marks.",
         "",
         "Kubernetes does the same with the pod's preStop hook (`"
         + k8s.prestop_command(spec)[-1]
