@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from django.core.management import CommandError, call_command
 
 from django_arena_scale.deploy.spec import DeploymentSpec, SpecError, trusted_proxy_problem
 
@@ -108,3 +111,21 @@ def test_other_url_paths_refuse_dot_segments(field: str) -> None:
 @pytest.mark.parametrize("prefix", ["/", "/ops/", "/-/probes/", "/a.b/", "/v1.0/~x/"])
 def test_probe_prefix_accepts_plain_paths(prefix: str) -> None:
     assert DeploymentSpec.from_sources({"probe_prefix": prefix}).probe_prefix == prefix
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--trusted-proxies", "0.0.0.0/0"], "trusted_proxies must be a private network"),
+        (["--trusted-proxies", "10.0.0.0/8,::/0"], "'::/0' includes every address"),
+        (["--probe-prefix", "/../"], "without '.' or '..' segments; got '/../'"),
+    ],
+)
+def test_generate_lb_config_refuses_before_writing(
+    tmp_path: Path, argv: list[str], expected: str
+) -> None:
+    out = tmp_path / "deploy"
+    with pytest.raises(CommandError) as info:
+        call_command("generate_lb_config", "--output", str(out), *argv)
+    assert expected in str(info.value)
+    assert not out.exists()
