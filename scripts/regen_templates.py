@@ -1,6 +1,6 @@
 """Rewrite deploy_templates/ from the default DeploymentSpec (what a test compares it with).
 
-    python scripts/regen_templates.py
+python scripts/regen_templates.py
 """
 
 from __future__ import annotations

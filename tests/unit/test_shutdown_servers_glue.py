@@ -33,10 +33,17 @@ def lifecycle() -> Iterator[Lifecycle]:
     get_hooks().reset()
 
 
-def test_gunicorn_hooks_module_exports_exactly_the_five_hooks() -> None:
+def test_gunicorn_hooks_module_exports_exactly_the_six_hooks() -> None:
     """The names a generated gunicorn.conf.py imports all exist."""
     assert sorted(ghooks.__all__) == sorted(
-        ["on_starting", "post_worker_init", "worker_int", "worker_abort", "worker_exit"]
+        [
+            "on_starting",
+            "when_ready",
+            "post_worker_init",
+            "worker_int",
+            "worker_abort",
+            "worker_exit",
+        ]
     )
     assert all(callable(getattr(ghooks, name)) for name in ghooks.__all__)
 
