@@ -246,7 +246,8 @@ drain_on() {
 # replica stop listening instead: its idle keep-alive connections close, requests in flight
 # finish (answered with Connection: close), so nginx's next connection to it is refused before
 # anything is sent and goes to the next server, a POST too.  After MAX_FAILS refused
-# connections nginx skips it for FAIL_TIMEOUT seconds.
+# connections nginx skips it for FAIL_TIMEOUT seconds.  The recreated container gets the same
+# fixed address on the compose network, so the address nginx resolved at start stays right.
 restart_replica() {
     local service=$1
     log "$service: drain (it stops listening; nginx moves to the others) for ${DRAIN_DELAY}s"

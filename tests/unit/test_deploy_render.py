@@ -320,10 +320,10 @@ def test_compose_resources_and_grace_from_spec() -> None:
 
 
 def test_compose_one_network() -> None:
-    """Every service is on the one project network."""
+    """Every service is on the one project network (with a fixed address but one-off jobs)."""
     doc = compose_doc(project="shop")
     assert list(doc["networks"]) == ["shop-network"]
-    assert all(svc["networks"] == ["shop-network"] for svc in doc["services"].values())
+    assert all(list(svc["networks"]) == ["shop-network"] for svc in doc["services"].values())
 
 
 def test_compose_secrets_only_in_env_file() -> None:

@@ -6,16 +6,25 @@ restarted on its own.  Redis per role (cache ``allkeys-lru``; sessions + channel
 ``noeviction``), PostgreSQL (+ PgBouncer), healthchecks in Python (no curl in slim images),
 ``depends_on: condition: service_healthy`` on the data stores, one network.  Secrets come only
 from ``env_file``; ``environment`` holds nothing secret.
+
+Every long-running service has a fixed address on that network (``compose_subnet``, see
+:func:`fixed_addresses`).  nginx 1.22 open source resolves its upstream ``server`` names once,
+at start; a recreated replica keeps its address, so nginx reaches it again without a reload
+(a reload closes clients' idle keep-alive connections).  The layout depends on a service's
+role and index only, never on how many replicas there are, so regenerating with more replicas
+moves no running service.  Docker hands out the upper half of the subnet (``ip_range``) to
+containers without a fixed address (``compose run`` jobs), so they never take a fixed one.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable
 
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy.spec import MAX_REPLICAS, DeploymentSpec
 
-__all__ = ["COMPOSE_FILE", "ENV_EXAMPLE", "render"]
+__all__ = ["COMPOSE_FILE", "ENV_EXAMPLE", "dynamic_range", "fixed_addresses", "gateway", "render"]
 
 COMPOSE_FILE = "docker-compose.yml"
 ENV_EXAMPLE = "env.example"
@@ -27,6 +36,51 @@ HEADER = (
 
 def render(spec: DeploymentSpec) -> dict[str, str]:
     return {COMPOSE_FILE: _compose(spec), ENV_EXAMPLE: _env_example(spec)}
+
+
+#: Offsets in ``compose_subnet``: 1 the gateway, then nginx and the data services, then one
+#: block per replica role, each sized for the role's largest count.
+_NGINX_OFFSET = 2
+_DATA_OFFSETS = {"redis-cache": 3, "redis-sessions": 4, "redis": 5, "postgres": 6, "pgbouncer": 7}
+_WEB_BASE = 16
+_BACKUP_BASE = _WEB_BASE + MAX_REPLICAS + 4  # backup_replicas <= 50
+_STREAM_BASE = _BACKUP_BASE + 56  # stream_replicas <= MAX_REPLICAS
+#: Fixed addresses sit below this offset; Docker allocates from the /21 that starts here.
+_DYNAMIC_OFFSET = 2048
+
+
+def _subnet(spec: DeploymentSpec) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(spec.compose_subnet)
+
+
+def gateway(spec: DeploymentSpec) -> str:
+    return str(_subnet(spec).network_address + 1)
+
+
+def dynamic_range(spec: DeploymentSpec) -> str:
+    """``ip_range`` of the network: where Docker puts containers without a fixed address."""
+    start = _subnet(spec).network_address + _DYNAMIC_OFFSET
+    return str(ipaddress.IPv4Network((start, 21)))
+
+
+def fixed_addresses(spec: DeploymentSpec) -> dict[str, str]:
+    """Service -> its IPv4 address on the compose network (every service but one-off jobs)."""
+    offsets = {spec.nginx_service: _NGINX_OFFSET}
+    offsets |= {name: _DATA_OFFSETS[name] for name in spec.data_services}
+    offsets |= {name: _WEB_BASE + i for i, name in enumerate(spec.web_names)}
+    offsets |= {name: _BACKUP_BASE + i for i, name in enumerate(spec.backup_names)}
+    offsets |= {name: _STREAM_BASE + i for i, name in enumerate(spec.stream_names)}
+    base = _subnet(spec).network_address
+    return {name: str(base + offset) for name, offset in offsets.items()}
+
+
+def _networks(y: _Yaml, depth: int, spec: DeploymentSpec, service: str) -> None:
+    y(
+        depth,
+        "networks:",
+        f"  {spec.network}:",
+        f"    ipv4_address: {_q(fixed_addresses(spec)[service])}",
+    )
 
 
 def _q(value: str) -> str:
@@ -113,6 +167,7 @@ def _compose(spec: DeploymentSpec) -> str:
     y(0, "", "services:")
     for name in spec.web_names + spec.backup_names:
         y(1, f"{name}:", "  <<: *app")
+        _networks(y, 2, spec, name)
     for name in spec.stream_names:
         y(
             1,
@@ -120,6 +175,7 @@ def _compose(spec: DeploymentSpec) -> str:
             "  <<: *app",
             f"  command: {_flow(spec.server_command(name, spec.config_dir))}",
         )
+        _networks(y, 2, spec, name)
     y(
         1,
         f"{spec.manage_service}:",
@@ -133,7 +189,21 @@ def _compose(spec: DeploymentSpec) -> str:
     _nginx(y, spec)
     _redis(y, spec)
     _postgres(y, spec)
-    y(0, "", "networks:", f"  {spec.network}:", "    driver: bridge", "", "volumes:")
+    y(
+        0,
+        "",
+        "networks:",
+        f"  {spec.network}:",
+        "    driver: bridge",
+        "    # Fixed addresses below ip_range (see each service); Docker allocates within it.",
+        "    ipam:",
+        "      config:",
+        f"        - subnet: {_q(spec.compose_subnet)}",
+        f"          ip_range: {_q(dynamic_range(spec))}",
+        f"          gateway: {_q(gateway(spec))}",
+        "",
+        "volumes:",
+    )
     volumes = ["postgres-data", "static"]
     if spec.redis_roles == "split":
         volumes.append("redis-sessions-data")
@@ -156,8 +226,10 @@ def _nginx(y: _Yaml, spec: DeploymentSpec) -> None:
         "  volumes:",
         f"    - {_q(f'./nginx:{spec.nginx_config_dir}:ro')}",
         f"    - {_q(f'static:{spec.nginx_static_dir}:ro')}",
-        "  networks:",
-        f"    - {spec.network}",
+    )
+    _networks(y, 2, spec, spec.nginx_service)
+    y(
+        1,
         "  restart: unless-stopped",
         "  # SIGQUIT: nginx stops accepting and lets open requests and streams finish.",
         "  stop_signal: SIGQUIT",
@@ -194,10 +266,9 @@ def _redis(y: _Yaml, spec: DeploymentSpec) -> None:
                     "no",
                 ]
             ),
-            "  networks:",
-            f"    - {spec.network}",
-            "  restart: unless-stopped",
         )
+        _networks(y, 2, spec, roles["cache"])
+        y(1, "  restart: unless-stopped")
         _healthcheck(y, 2, redis_ping, 10, 3)
     sessions = roles["sessions"]
     volume = "redis-sessions-data" if spec.redis_roles == "split" else "redis-data"
@@ -220,10 +291,9 @@ def _redis(y: _Yaml, spec: DeploymentSpec) -> None:
         ),
         "  volumes:",
         f"    - {_q(f'{volume}:/data')}",
-        "  networks:",
-        f"    - {spec.network}",
-        "  restart: unless-stopped",
     )
+    _networks(y, 2, spec, sessions)
+    y(1, "  restart: unless-stopped")
     _healthcheck(y, 2, redis_ping, 10, 3)
 
 
@@ -238,8 +308,10 @@ def _postgres(y: _Yaml, spec: DeploymentSpec) -> None:
         f"    - {_q(spec.env_file)}",
         "  volumes:",
         f"    - {_q('postgres-data:/var/lib/postgresql/data')}",
-        "  networks:",
-        f"    - {spec.network}",
+    )
+    _networks(y, 2, spec, spec.postgres_service)
+    y(
+        1,
         "  restart: unless-stopped",
         f"  stop_grace_period: {spec.chain.stop_grace_period}s",
     )
@@ -260,8 +332,10 @@ def _postgres(y: _Yaml, spec: DeploymentSpec) -> None:
         '    POOL_MODE: "transaction"',
         f"    MAX_CLIENT_CONN: {_q(str(budget.needed + 10))}",
         f"    DEFAULT_POOL_SIZE: {_q(str(spec.pgbouncer_pool_size))}",
-        "  networks:",
-        f"    - {spec.network}",
+    )
+    _networks(y, 2, spec, spec.pgbouncer_service)
+    y(
+        1,
         "  restart: unless-stopped",
         "  depends_on:",
         f"    {spec.postgres_service}:",

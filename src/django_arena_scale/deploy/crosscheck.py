@@ -2,7 +2,10 @@
 
 Reads the rendered text back (not the spec), so a renderer bug that makes two files disagree
 is caught: every nginx upstream ``server`` is an app service in docker-compose.yml and back,
-the timeout chain holds across gunicorn, nginx and compose, listen ports are unique, no
+every compose app service has a fixed address inside the network's subnet, below Docker's
+``ip_range`` and unique (nginx resolves the names once; a recreated replica must come back
+at the same address), the timeout chain holds across gunicorn, nginx and compose, listen
+ports are unique, no
 ``environment`` entry looks like a secret, and the probe prefix and timeout passed to the app
 (compose ``environment``, the Kubernetes ConfigMap) are those of the nginx and kubelet
 probes.  Pure Python, no YAML library needed: the generated files have a fixed layout.
@@ -11,16 +14,17 @@ probes.  Pure Python, no YAML library needed: the generated files have a fixed l
 from __future__ import annotations
 
 import ast
+import ipaddress
 import re
 from collections.abc import Mapping
 
-from django_arena_scale._redact import looks_secret
 from django_arena_scale.deploy.spec import STOP_GRACE_MARGIN, DeploymentSpec
 
 __all__ = ["CrossCheckError", "problems"]
 
 _SERVER = re.compile(r"^server (\S+?)(?::(\d+))?[ ;]", re.M)
 _LISTEN = re.compile(r"^\s*listen (?:(\S+):)?(\d+)[ ;]", re.M)
+_SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|API_KEY|CREDENTIAL", re.I)
 
 
 class CrossCheckError(ValueError):
@@ -56,6 +60,7 @@ def problems(spec: DeploymentSpec, files: Mapping[str, str]) -> list[str]:
         for service in sorted(services - nginx_hosts):
             found.append(f"compose app service {service!r} is not an nginx server")
         found += _compose_environment(files.get("docker-compose.yml", ""))
+        found += compose_network_problems(files.get("docker-compose.yml", ""))
         found += _probe_settings(files, nginx_conf)
     found += _chain(spec, files, nginx_conf)
     listens = [(m.group(1) or "*", int(m.group(2))) for m in _LISTEN.finditer(nginx_conf)]
@@ -94,6 +99,66 @@ def compose_app_services(compose: str) -> set[str]:
     return services
 
 
+_IPAM = re.compile(
+    r'^ {8}- subnet: "([^"]+)"\n {10}ip_range: "([^"]+)"\n {10}gateway: "([^"]+)"$', re.M
+)
+
+
+def compose_addresses(compose: str) -> dict[str, str]:
+    """Service -> ``ipv4_address`` in docker-compose.yml (services without one are absent)."""
+    addresses: dict[str, str] = {}
+    current: str | None = None
+    in_services = False
+    for line in compose.splitlines():
+        if re.match(r"^\S", line):
+            in_services = line.startswith("services:")
+            current = None
+            continue
+        top = re.match(r"^  ([a-z0-9][a-z0-9-]*):$", line) if in_services else None
+        if top:
+            current = top.group(1)
+            continue
+        match = re.match(r'^\s+ipv4_address: "([^"]+)"$', line)
+        if match and current:
+            addresses[current] = match.group(1)
+    return addresses
+
+
+def compose_network_problems(compose: str) -> list[str]:
+    """Fixed addresses: every app service has one, inside the subnet, outside the dynamic
+    ``ip_range``, not the gateway, and no two services share one."""
+    ipam = _IPAM.findall(compose)
+    if len(ipam) != 1:
+        return ["docker-compose.yml: the network needs one ipam config (subnet, ip_range, gateway)"]
+    found: list[str] = []
+    try:
+        subnet = ipaddress.IPv4Network(ipam[0][0])
+        dynamic = ipaddress.IPv4Network(ipam[0][1])
+        gateway = ipaddress.IPv4Address(ipam[0][2])
+    except ValueError as exc:
+        return [f"docker-compose.yml: bad ipam config: {exc}"]
+    if not dynamic.subnet_of(subnet) or gateway not in subnet:
+        found.append(f"docker-compose.yml: ip_range {dynamic} or gateway {gateway} not in {subnet}")
+    addresses = compose_addresses(compose)
+    for service in sorted(compose_app_services(compose) - set(addresses)):
+        found.append(f"compose app service {service!r} has no fixed ipv4_address")
+    seen: dict[str, str] = {}
+    for service, text in sorted(addresses.items()):
+        try:
+            address = ipaddress.IPv4Address(text)
+        except ValueError:
+            found.append(f"{service}: ipv4_address {text!r} is not an IPv4 address")
+            continue
+        if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+            found.append(f"{service}: ipv4_address {address} is not a host of {subnet}")
+        elif address in dynamic or address == gateway:
+            found.append(f"{service}: ipv4_address {address} is the gateway or in ip_range")
+        if text in seen:
+            found.append(f"{service} and {seen[text]} share ipv4_address {text}")
+        seen[text] = service
+    return found
+
+
 def _compose_environment(compose: str) -> list[str]:
     found = []
     in_env = False
@@ -106,7 +171,7 @@ def _compose_environment(compose: str) -> list[str]:
             in_env = False
         if in_env and ":" in stripped:
             key = stripped.split(":", 1)[0]
-            if looks_secret(key):
+            if _SECRET.search(key):
                 found.append(f"docker-compose.yml puts {key!r} inline; secrets go in env_file")
     return found
 

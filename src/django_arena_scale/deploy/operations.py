@@ -290,7 +290,9 @@ def _drain(spec: DeploymentSpec) -> list[str]:
         f"{spec.fail_timeout}s (fail_timeout).",
         f"2. Wait {v['DRAIN_DELAY']}s, then `docker compose stop --timeout {v['STOP_GRACE']}`.",
         "3. Recreate it (`docker compose up -d --no-deps --force-recreate`) and wait up to "
-        f"{v['READY_TIMEOUT_DEFAULT']}s for `{v['READY_PATH']}`.",
+        f"{v['READY_TIMEOUT_DEFAULT']}s for `{v['READY_PATH']}`. It keeps its fixed address "
+        f"on `{spec.network}` (`{spec.compose_subnet}`), so the address nginx resolved at start "
+        "still reaches it.",
         f"4. Wait until {spec.fail_timeout}s + 1s have passed since it was ready before "
         "draining the next replica: nginx skips a server for fail_timeout after its last "
         "refused connection, which came before the new container listened; after that "

@@ -10,7 +10,8 @@ racing with requests they send on them).  One replica at a time: ``manage.py dra
 replica makes it stop listening (idle keep-alive connections close, requests in flight finish,
 open SSE streams get their reconnect event), so nginx's next connection to it is refused before
 anything is sent and goes to the next server; wait ``drain_delay``, stop it within the chain's
-stop grace period, recreate it, wait for ``/ready/``.  nginx skips a server for
+stop grace period, recreate it (same fixed address on the compose network, so the address
+nginx resolved at start still reaches it), wait for ``/ready/``.  nginx skips a server for
 ``fail_timeout`` after its last refused connection (``max_fails``), and that connection came
 before the new container listened: so the next replica is drained only ``fail_timeout + 1``
 seconds after this one was ready, when nginx sends to it again.  The ``down`` mark in the
@@ -215,7 +216,8 @@ drain_on() {
 # replica stop listening instead: its idle keep-alive connections close, requests in flight
 # finish (answered with Connection: close), so nginx's next connection to it is refused before
 # anything is sent and goes to the next server, a POST too.  After MAX_FAILS refused
-# connections nginx skips it for FAIL_TIMEOUT seconds.
+# connections nginx skips it for FAIL_TIMEOUT seconds.  The recreated container gets the same
+# fixed address on the compose network, so the address nginx resolved at start stays right.
 restart_replica() {
     local service=$1
     log "$service: drain (it stops listening; nginx moves to the others) for ${DRAIN_DELAY}s"

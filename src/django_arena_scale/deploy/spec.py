@@ -312,6 +312,13 @@ class DeploymentSpec:
         "oss-1.28",
     )
     resolver: str = _str("127.0.0.11", "DNS resolver for the oss-1.28 profile", "ip")
+    compose_subnet: str = _str(
+        "10.213.0.0/20",
+        "IPv4 subnet of the compose network: every service gets a fixed address in it, so a "
+        "recreated replica keeps the address nginx resolved at start (private, /20 or larger, "
+        "not Docker's 172.17.0.0/16)",
+        "subnet",
+    )
     # --- limits
     rate_general: int = _int(100, "general requests per second per client IP", 1, 100_000)
     burst_general: int = _int(200, "burst of the general limit", 0, 1_000_000)
@@ -872,7 +879,43 @@ def trusted_proxy_problem(value: object) -> str | None:
     )
 
 
+#: Docker's default bridge network (docker0): a compose network must not overlap it.
+DOCKER_DEFAULT_BRIDGE = ipaddress.ip_network("172.17.0.0/16")
+#: Largest prefix length of ``compose_subnet``: the lower half of a /20 holds the fixed
+#: addresses of up to MAX_REPLICAS API and streaming replicas, the backups, nginx and the data
+#: services; the upper half is left to Docker for one-off containers (``compose run``).
+COMPOSE_SUBNET_MAX_PREFIX = 20
+_RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+def _check_subnet(name: str, value: Any) -> None:
+    rule = (
+        f"must be a private IPv4 network like '10.213.0.0/20' (inside 10/8, 172.16/12 or "
+        f"192.168/16, /{COMPOSE_SUBNET_MAX_PREFIX} or larger, host bits zero, not overlapping "
+        f"Docker's default bridge {DOCKER_DEFAULT_BRIDGE})"
+    )
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9./]{9,18}", value):
+        raise SpecError(name, value, rule)
+    try:
+        network = ipaddress.IPv4Network(value)
+    except ValueError as exc:
+        raise SpecError(name, value, rule) from exc
+    if not any(network.subnet_of(private) for private in _RFC1918):
+        raise SpecError(name, value, rule + ": it is not a private network")
+    if network.overlaps(DOCKER_DEFAULT_BRIDGE):
+        raise SpecError(name, value, rule + f": it overlaps {DOCKER_DEFAULT_BRIDGE}")
+    if network.prefixlen > COMPOSE_SUBNET_MAX_PREFIX:
+        raise SpecError(
+            name,
+            value,
+            rule + f": {network.num_addresses} addresses are too few for the fixed layout",
+        )
+
+
 def _check_token(name: str, value: Any, token: str) -> None:
+    if token == "subnet":
+        _check_subnet(name, value)
+        return
     if token in ("cidr", "proxy"):
         rule = "must hold IP networks like '10.0.0.0/8' (no spaces, quotes, ';', '{' or '}')"
         if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F.:/]{2,49}", value):
