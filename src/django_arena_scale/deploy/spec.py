@@ -885,7 +885,9 @@ DOCKER_DEFAULT_BRIDGE = ipaddress.ip_network("172.17.0.0/16")
 #: addresses of up to MAX_REPLICAS API and streaming replicas, the backups, nginx and the data
 #: services; the upper half is left to Docker for one-off containers (``compose run``).
 COMPOSE_SUBNET_MAX_PREFIX = 20
-_RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_RFC1918 = tuple(
+    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
 
 
 def _check_subnet(name: str, value: Any) -> None:
