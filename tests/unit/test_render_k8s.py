@@ -84,16 +84,24 @@ def test_k8s_one_deployment_per_pool(spec: DeploymentSpec) -> None:
 
 
 def test_k8s_probe_paths_ports_and_host_match_spec(spec: DeploymentSpec) -> None:
-    """readiness /ready/, liveness /live/, startup /health/ on the app port, Host header set."""
-    expected = {
-        "readinessProbe": spec.probe_paths["ready"],
-        "livenessProbe": spec.probe_paths["live"],
-        "startupProbe": spec.probe_paths["health"],
-    }
+    """readiness /ready/, startup /health/ on the app port, Host header set; liveness /live/ on
+    uvicorn pods, a TCP connect on gthread pods (slow clients cannot starve it)."""
     for deployment in _kind(spec, "Deployment"):
         container = _container(deployment)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports == {"http": spec.app_port}
+        expected = {
+            "readinessProbe": spec.probe_paths["ready"],
+            "startupProbe": spec.probe_paths["health"],
+        }
+        live = container["livenessProbe"]
+        if deployment["metadata"]["name"].endswith("-web") and spec.app_server == "gunicorn":
+            assert live["tcpSocket"] == {"port": "http"}
+            assert "httpGet" not in live
+        else:
+            expected["livenessProbe"] = spec.probe_paths["live"]
+        assert live["timeoutSeconds"] == spec.chain.probe
+        assert live["periodSeconds"] == spec.chain.probe_period
         for probe, path in expected.items():
             get = container[probe]["httpGet"]
             assert get["path"] == path

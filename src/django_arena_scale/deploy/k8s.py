@@ -263,6 +263,30 @@ def _probe(spec: DeploymentSpec, path: str, failure_threshold: int) -> dict[str,
     }
 
 
+def liveness_probe(spec: DeploymentSpec, service: str) -> dict[str, Any]:
+    """The livenessProbe of a pool's pods: never starved by the request thread pool.
+
+    A gthread replica answers ``/live/`` on one of its request threads; clients that trickle
+    request headers hold every thread (gunicorn has no header-read deadline), so an HTTP
+    liveness probe would time out and the kubelet would restart a healthy pod, again and again,
+    under a slowloris from inside the network.  What ``/live/`` checks there (the worker's main
+    loop still beats) is what gunicorn's master already acts on: it kills and replaces a worker
+    that stops notifying for ``timeout`` s.  So gthread pods get a ``tcpSocket`` probe (the
+    kernel completes the handshake while gunicorn listens, however busy its threads are) and
+    the kubelet restarts only a pod whose server no longer listens.  Uvicorn pods answer
+    ``/live/`` on the event loop, which slow headers do not block: they keep the HTTP probe.
+    """
+    chain = spec.chain
+    if spec.server_of(service) == "uvicorn":
+        return _probe(spec, spec.probe_paths["live"], chain.liveness_failure_threshold)
+    return {
+        "tcpSocket": {"port": "http"},
+        "periodSeconds": chain.probe_period,
+        "timeoutSeconds": chain.probe,
+        "failureThreshold": chain.liveness_failure_threshold,
+    }
+
+
 def prestop_command(spec: DeploymentSpec) -> list[str]:
     """Drain, then wait while the endpoints controller and ingress-nginx drop the pod."""
     return ["sh", "-c", f"python manage.py drain on; sleep {int(spec.chain.drain_delay)}"]
@@ -339,7 +363,7 @@ def _deployment(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]
         "resources": _resources(spec),
         "startupProbe": _probe(spec, spec.probe_paths["health"], chain.startup_failure_threshold),
         "readinessProbe": _probe(spec, spec.probe_paths["ready"], 3),
-        "livenessProbe": _probe(spec, spec.probe_paths["live"], chain.liveness_failure_threshold),
+        "livenessProbe": liveness_probe(spec, pool["service"]),
         "lifecycle": {"preStop": {"exec": {"command": prestop_command(spec)}}},
         "securityContext": _SECURITY,
         "volumeMounts": mounts,
