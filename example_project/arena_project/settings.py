@@ -104,6 +104,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so probes are answered before host validation, redirects, sessions or auth.
     "django_arena_scale.middleware.ProbeMiddleware",
+    # Second, so it wraps the session save: a dead or full Redis (or database) gives a 503
+    # {"error": "dependency_unavailable"} to the requests that need it, not a 500.
+    "django_arena_scale.middleware.DependencyErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from django_arena_scale.health.model import Check, CheckFunc, Scope, Unavailable
+from django_arena_scale.health.model import Check, CheckFunc, Scope, Status, Unavailable
 
 # Socket timeouts of the dedicated channel-layer ping clients (seconds).
 PING_SOCKET_TIMEOUT = 0.5
@@ -99,17 +99,54 @@ def redis_key(url: str) -> tuple[str, str, int, str]:
     return (parts.scheme or "redis", parts.hostname or "", parts.port or 6379, db)
 
 
+# A ``noeviction`` Redis refuses writes ("OOM command not allowed") once its memory reaches
+# ``maxmemory``; it counts the writing client's query buffer (up to 16 KiB and more) too, so
+# writes are refused a little before ``used_memory`` itself gets there.  Reported unavailable
+# within FULL_HEADROOM bytes of ``maxmemory``, warn from FULL_WARN_RATIO of it.
+FULL_HEADROOM = 64 * 1024
+FULL_WARN_RATIO = 0.9
+
+
+def memory_status(info: dict[str, Any]) -> Status:
+    """PASS, WARN (nearly full) or FAIL (full: writes refused) from ``INFO memory``.
+
+    Only a ``noeviction`` policy with a ``maxmemory`` refuses writes when full; the memory
+    compared is what Redis itself compares (``used_memory`` minus the replication and AOF
+    buffers, ``mem_not_counted_for_evict``).
+    """
+    maxmemory = int(info.get("maxmemory") or 0)
+    if maxmemory <= 0 or str(info.get("maxmemory_policy", "")) != "noeviction":
+        return Status.PASS
+    used = int(info.get("used_memory") or 0) - int(info.get("mem_not_counted_for_evict") or 0)
+    if used >= maxmemory - min(FULL_HEADROOM, maxmemory // 10):
+        return Status.FAIL
+    if used >= FULL_WARN_RATIO * maxmemory:
+        return Status.WARN
+    return Status.PASS
+
+
 def _ping(client_factory: Callable[[], Any]) -> CheckFunc:
-    def run() -> None:
+    """One ``INFO memory`` round trip (a ``PING`` where ACLs forbid ``INFO``)."""
+
+    def run() -> Status:
         import redis
 
         try:
-            if not client_factory().ping():
-                raise Unavailable("ping")
+            client = client_factory()
+            try:
+                info = client.info("memory")
+            except redis.exceptions.ResponseError:  # NOPERM: INFO not allowed for this user
+                info = None
+                if not client.ping():
+                    raise Unavailable("ping") from None
         except redis.exceptions.TimeoutError as exc:
             raise TimeoutError("redis ping timed out") from exc
         except redis.exceptions.RedisError as exc:
             raise Unavailable("redis") from exc
+        status = Status.PASS if info is None else memory_status(info)
+        if status is Status.FAIL:
+            raise Unavailable("redis is full (maxmemory reached, noeviction): writes refused")
+        return status
 
     return run
 

@@ -1,0 +1,305 @@
+"""A dead or full sessions Redis under a real gunicorn and uvicorn: the example project.
+
+Requests that need the session (login) get a fast, clear 503 ``dependency_unavailable`` from
+``DependencyErrorMiddleware``; requests that need no session (``/api/ping/``) answer 200;
+``/ready/`` stays 200 (a shared dependency does not take the replica out); ``/status/``
+shows the Redis check failing.  Also in-process with Django's handler and a real
+redis-server, for the path where the failure happens while SessionMiddleware saves the
+session after the view.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from django.http import HttpRequest, JsonResponse
+from django.test import Client
+from django.urls import path
+
+from django_arena_scale.health.builtin import memory_status, redis_checks
+from django_arena_scale.health.runner import Runner
+from tests.example_app import DEMO_PASSWORD, DEMO_USER, ExampleServer, example_env, migrate
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "dependency-errors-status-token"
+REDIS_503 = {"error": "dependency_unavailable", "dependency": "redis"}
+CREDENTIALS = {"username": DEMO_USER, "password": DEMO_PASSWORD}
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        time.sleep(0.05)
+
+
+def fill(server: RedisServer) -> int:
+    """Put the server over its ``maxmemory`` with ``noeviction``: every write is refused.
+
+    Writes 256 keys of 1 KiB, then sets ``maxmemory`` 128 KiB below what is in use (Redis
+    cannot evict, so it refuses writes: "OOM command not allowed"), which is where a
+    sessions Redis ends when it fills up.  Returns the ``maxmemory`` set.
+    """
+    client = redis.Redis.from_url(server.url)
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        for i in range(256):
+            client.set(f"filler:{i}", b"x" * 1024)
+        limit = int(client.info("memory")["used_memory"]) - 128 * 1024
+        client.config_set("maxmemory", limit)
+        try:
+            client.set("filler:probe", b"x")
+        except redis.exceptions.ResponseError as exc:
+            refused = str(exc)
+        else:
+            refused = ""
+    finally:
+        client.close()
+    if "maxmemory" not in refused:
+        raise AssertionError(f"Redis still takes writes at maxmemory {limit}: {refused!r}")
+    return limit
+
+
+def unfill(server: RedisServer) -> None:
+    client = redis.Redis.from_url(server.url)
+    try:
+        client.config_set("maxmemory", 0)
+        client.flushall()
+    finally:
+        client.close()
+
+
+# --- the example project under real servers ---------------------------------------------------
+@pytest.fixture(scope="module")
+def example_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("deps") / "db.sqlite3"
+    migrate(example_env(db))
+    return db
+
+
+@pytest.fixture(params=["gunicorn", "uvicorn"])
+def served(
+    request: pytest.FixtureRequest, example_db: Path, fresh_redis: RedisServer, tmp_path: Path
+) -> Iterator[tuple[ExampleServer, httpx.Client]]:
+    env = example_env(
+        example_db,
+        REDIS_URL=fresh_redis.url,
+        ARENA_SCALE_STATUS_TOKEN=TOKEN,
+        ARENA_SCALE_CHECK_CACHE_TTL="0.2",
+    )
+    with (
+        ExampleServer(request.param, env, tmp_path / "server.log") as server,
+        httpx.Client(base_url=server.url, timeout=5.0) as client,
+    ):
+        yield server, client
+
+
+def _redis_checks(client: httpx.Client) -> dict[str, tuple[str, str | None]]:
+    body = client.get("/status/", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    return {
+        name: (entries[0]["status"], entries[0].get("output"))
+        for name, entries in body["checks"].items()
+        if name.startswith("redis:")
+    }
+
+
+def _login(client: httpx.Client) -> httpx.Response:
+    client.cookies.clear()
+    return client.post("/auth/login/", json=CREDENTIALS)
+
+
+def _shape(response: httpx.Response) -> tuple[int, Any, str | None, str | None, str]:
+    return (
+        response.status_code,
+        response.json(),
+        response.headers.get("Retry-After"),
+        response.headers.get("Cache-Control"),
+        response.headers.get("Content-Type", ""),
+    )
+
+
+EXPECTED_503 = (503, REDIS_503, "5", "no-store", "application/json")
+
+
+def test_sessions_redis_killed(
+    served: tuple[ExampleServer, httpx.Client], fresh_redis: RedisServer
+) -> None:
+    """Redis killed: login 503 JSON, ping 200, /ready/ 200, /status/ shows Redis failing."""
+    server, client = served
+    before = _login(client).status_code
+    fresh_redis.kill()
+    _wait_until(
+        lambda: any(s[0] == "fail" for s in _redis_checks(client).values()),
+        10,
+        "/status/ shows Redis failing",
+    )
+    started = time.monotonic()
+    login = _login(client)
+    login_seconds = time.monotonic() - started
+    ping = client.get("/api/ping/")
+    ready = client.get("/ready/")
+    checks = _redis_checks(client)
+    print(f"[{server.kind}] login with Redis killed: {login.status_code} in {login_seconds:.3f}s")
+    fresh_redis.start()
+    _wait_until(lambda: _login(client).status_code == 200, 15, "login works after restart")
+
+    assert before == 200
+    assert _shape(login) == EXPECTED_503
+    assert ("Error" in login.text, "Traceback" in login.text) == (False, False)
+    assert (ping.status_code, ping.json()) == (200, {"pong": True})
+    assert (ready.status_code, ready.json()) == (200, {"status": "pass"})
+    assert (len(checks) > 0, set(checks.values())) == (True, {("fail", "unavailable")})
+
+
+def test_sessions_redis_full(
+    served: tuple[ExampleServer, httpx.Client], fresh_redis: RedisServer
+) -> None:
+    """Redis at maxmemory with noeviction: login 503, ping 200, /status/ Redis unavailable."""
+    server, client = served
+    before = _login(client).status_code
+    limit = fill(fresh_redis)
+    _wait_until(
+        lambda: any(s[0] == "fail" for s in _redis_checks(client).values()),
+        10,
+        "/status/ shows the full Redis failing",
+    )
+    login = _login(client)
+    ping = client.get("/api/ping/")
+    ready = client.get("/ready/")
+    checks = _redis_checks(client)
+    print(f"[{server.kind}] Redis over maxmemory {limit}: login {login.status_code}")
+    unfill(fresh_redis)
+    _wait_until(lambda: _login(client).status_code == 200, 15, "login works after unfill")
+
+    assert before == 200
+    assert _shape(login) == EXPECTED_503
+    assert "OOM" not in login.text
+    assert (ping.status_code, ping.json()) == (200, {"pong": True})
+    assert (ready.status_code, ready.json()) == (200, {"status": "pass"})
+    assert (len(checks) > 0, set(checks.values())) == (True, {("fail", "unavailable")})
+
+
+# --- in-process: the session save in SessionMiddleware, after the view ------------------------
+def write_session(request: HttpRequest) -> JsonResponse:
+    """Writes the session without reading it: Redis is first touched by the save."""
+    request.session["seen"] = 1
+    return JsonResponse({"ok": True})
+
+
+def ping(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"pong": True})
+
+
+urlpatterns = [path("write-session/", write_session), path("ping/", ping)]
+
+
+@pytest.fixture
+def sessions_on(settings: Any, fresh_redis: RedisServer) -> RedisServer:
+    settings.ROOT_URLCONF = __name__
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "sessions": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": fresh_redis.url,
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        },
+    }
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    settings.SESSION_CACHE_ALIAS = "sessions"
+    settings.MIDDLEWARE = [
+        "django_arena_scale.middleware.ProbeMiddleware",
+        "django_arena_scale.middleware.DependencyErrorMiddleware",
+        "django.middleware.security.SecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+    ]
+    return fresh_redis
+
+
+def _in_process(client: Client, url: str) -> tuple[int, Any]:
+    response = client.get(url)
+    return response.status_code, json.loads(response.content)
+
+
+def test_session_save_after_view_dead_redis(sessions_on: RedisServer) -> None:
+    """Killed Redis: the save in process_response becomes 503, not Django's 500."""
+    client = Client()
+    before = _in_process(client, "/write-session/")
+    sessions_on.kill()
+    after = _in_process(client, "/write-session/")
+    assert (before, after, _in_process(client, "/ping/")) == (
+        (200, {"ok": True}),
+        (503, REDIS_503),
+        (200, {"pong": True}),
+    )
+
+
+def test_session_save_after_view_full_redis(sessions_on: RedisServer) -> None:
+    """Full Redis (OOM on write): the save in process_response becomes 503 too."""
+    client = Client()
+    before = _in_process(client, "/write-session/")
+    fill(sessions_on)
+    client.cookies.clear()
+    assert (before, _in_process(client, "/write-session/")) == (
+        (200, {"ok": True}),
+        (503, REDIS_503),
+    )
+
+
+def test_redis_check_full_is_unavailable_and_nearly_full_warns(
+    sessions_on: RedisServer,
+) -> None:
+    """The built-in Redis check reads INFO memory: full -> unavailable; and recovers."""
+
+    def outcome() -> dict[str, str]:
+        report = Runner().evaluate(redis_checks(), deadline=5, default_timeout=5)
+        return {r.name: (r.reason.value if r.reason else r.status.value) for r in report.results}
+
+    healthy = outcome()
+    fill(sessions_on)
+    full = outcome()
+    unfill(sessions_on)
+    assert (healthy, full, outcome()) == (
+        {"redis:sessions": "pass"},
+        {"redis:sessions": "unavailable"},
+        {"redis:sessions": "pass"},
+    )
+
+
+def test_memory_status_thresholds() -> None:
+    """Only noeviction with a maxmemory can be full (64 KiB headroom); 90% warns."""
+    mib = 2**20
+    full_at = 10 * mib - 64 * 1024
+
+    def info(used: int, policy: str = "noeviction", maxmemory: int = 10 * mib, **extra: int):
+        return {"used_memory": used, "maxmemory": maxmemory, "maxmemory_policy": policy, **extra}
+
+    cases = [
+        info(10 * mib, maxmemory=0),
+        info(10 * mib, policy="allkeys-lru"),
+        info(5 * mib),
+        info(9 * mib + mib // 2),
+        info(full_at - 1),
+        info(full_at),
+        info(11 * mib),
+        info(11 * mib, mem_not_counted_for_evict=3 * mib),
+    ]
+    assert [memory_status(c).value for c in cases] == [
+        "pass",
+        "pass",
+        "pass",
+        "warn",
+        "warn",
+        "fail",
+        "fail",
+        "pass",
+    ]
