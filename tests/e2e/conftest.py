@@ -168,6 +168,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def healthy(stack: Stack) -> Stack:
-    """The stack with every replica and Redis up (a previous test may have taken one down)."""
+    """The stack with every replica and Redis up (a previous test may have taken one down),
+    and nginx's passive failure marks forgotten: a replica that refused connections while it
+    drained is skipped for fail_timeout, which would skew the next test's spread."""
     stack.heal()
+    stack.reload_nginx()
     return stack
