@@ -14,7 +14,9 @@ Always (``check`` and ``check --deploy``):
 - ``E004`` two health checks share a name.  ``E005`` an ``ARENA_SCALE_CHECKS`` path cannot be
   loaded.  ``E006`` an entry of ``ARENA_SCALE_STATUS_ALLOWED_CIDRS`` or
   ``ARENA_SCALE_TRUSTED_PROXIES`` is not an IP network.  ``E007`` cache sessions name a
-  ``SESSION_CACHE_ALIAS`` that ``CACHES`` lacks.
+  ``SESSION_CACHE_ALIAS`` that ``CACHES`` lacks.  ``E008`` an ``ARENA_SCALE_TRUSTED_PROXIES``
+  network is not private (``0.0.0.0/0``, or any public address: every client there could forge
+  ``X-Forwarded-For`` and pass the ``/status/`` address rule).
 - ``E030`` the readiness deadline is not below the probe timeout (the deployment spec's
   ``probe_timeout`` when ``ARENA_SCALE_DEPLOY`` is valid, else ``ARENA_SCALE_PROBE_TIMEOUT``).
   ``E031`` a duration or count is out of range.  ``W030`` the per-check timeout exceeds the
@@ -64,6 +66,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 from django_arena_scale import redis as redis_helpers
 from django_arena_scale.conf import PREFIX, SETTINGS, conf
+from django_arena_scale.deploy.spec import trusted_proxy_problem
 
 if TYPE_CHECKING:
     from django_arena_scale.deploy.spec import DeploymentSpec
@@ -437,6 +440,18 @@ def check_networks(app_configs: Any = None, **kwargs: Any) -> Messages:
                         f"{PREFIX}{name}.",
                         obj=f"{PREFIX}{name}",
                         id="django_arena_scale.E006",
+                    )
+                )
+                continue
+            problem = trusted_proxy_problem(entry) if name == "TRUSTED_PROXIES" else None
+            if problem is not None:
+                messages.append(
+                    Error(
+                        f"{PREFIX}TRUSTED_PROXIES entry {entry!r} {problem}.",
+                        hint="List only your load balancers' own private addresses, e.g. "
+                        "['10.0.0.0/8'] or ['127.0.0.1'].",
+                        obj=f"{PREFIX}TRUSTED_PROXIES",
+                        id="django_arena_scale.E008",
                     )
                 )
     return messages

@@ -99,7 +99,8 @@ SETTINGS: dict[str, Setting] = {
             "TRUSTED_PROXIES",
             [],
             _SEQ,
-            "Networks whose X-Forwarded-For / X-Real-IP headers are believed.",
+            "Networks whose X-Forwarded-For / X-Real-IP headers are believed "
+            "(private networks only: E008).",
         ),
         Setting(
             "HEARTBEAT_TIMEOUT",

@@ -637,3 +637,17 @@ def test_checks_never_raise_on_arbitrary_setting_values(values: dict[str, Any]) 
     with override_settings(**{f"ARENA_SCALE_{k}": v for k, v in values.items()}):
         found = ids(run_ours())
     assert "django_arena_scale.W099" not in found
+
+
+@pytest.mark.parametrize("network", ["0.0.0.0/0", "::/0", "8.8.8.0/24", "10.0.0.0/7"])
+def test_e008_trusted_proxies_must_be_private(network: str) -> None:
+    """A trusted proxy network holding public addresses: E008 naming the entry."""
+    with override_settings(ARENA_SCALE_TRUSTED_PROXIES=[network]):
+        errors = [m for m in checks.check_networks() if m.id == "django_arena_scale.E008"]
+    assert [repr(network) in e.msg for e in errors] == [True]
+
+
+def test_e008_private_trusted_proxies_pass() -> None:
+    """Loopback, RFC 1918 and ULA networks are accepted."""
+    with override_settings(ARENA_SCALE_TRUSTED_PROXIES=["10.0.0.0/8", "127.0.0.1", "fd00::/8"]):
+        assert checks.check_networks() == []
