@@ -23,7 +23,8 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 import pybreaker  # noqa: E402
 import stamina  # noqa: E402
 
-from django_arena_scale.resilience import llm_call, registry  # noqa: E402
+from django_arena_scale.resilience import llm_call  # noqa: E402
+from django_arena_scale.resilience._registry import registry  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
 NUMBER = 20_000

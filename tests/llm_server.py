@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from django_arena_scale.resilience import registry, set_testing
+from django_arena_scale.resilience import set_testing
+from django_arena_scale.resilience._registry import registry
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import redis
 
-from django_arena_scale.resilience import BreakerOptions, Outcome, ProviderUnavailable
-from django_arena_scale.resilience.breaker import CircuitBreaker
-from django_arena_scale.resilience.registry import Registry
+from django_arena_scale.resilience import Outcome, ProviderUnavailable
+from django_arena_scale.resilience._breaker import CircuitBreaker
+from django_arena_scale.resilience._policy import BreakerOptions
+from django_arena_scale.resilience._registry import Registry
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -28,8 +29,8 @@ OPTIONS = BreakerOptions(failure_threshold=2, reset_timeout=30, probe_lease=5)
 # A replica: one guarded provider "fleet", driven by commands on stdin, answering JSON lines.
 REPLICA = r"""
 import json, sys, time
-from django_arena_scale.resilience import ProviderUnavailable, llm_call, registry
-from django_arena_scale.resilience.errors import RetriesExhausted
+from django_arena_scale.resilience import ProviderUnavailable, RetriesExhausted, llm_call
+from django_arena_scale.resilience._registry import registry
 
 registry.configure(redis_url=sys.argv[1])
 
@@ -279,7 +280,7 @@ def test_fleet_redis_url_from_django_settings(fresh_redis: RedisServer) -> None:
     """ARENA_SCALE_BREAKER_REDIS_URL turns coordination on through the Django adapter."""
     from django.test import override_settings
 
-    from django_arena_scale.resilience import registry
+    from django_arena_scale.resilience._registry import registry
 
     registry.reset()
     try:

@@ -17,9 +17,9 @@ from django_arena_scale.resilience import (
     StreamInterrupted,
     Target,
     current_attempt_timeout,
-    get_breaker,
     llm_call,
 )
+from django_arena_scale.resilience._registry import get_breaker
 from tests.llm_server import (
     TOKENS,
     FakeClock,

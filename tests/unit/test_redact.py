@@ -14,7 +14,7 @@ from django_arena_scale import _redact
 from django_arena_scale._redact import MASK, looks_secret, redact, redact_all, redact_url
 from django_arena_scale.deploy import crosscheck, k8s
 from django_arena_scale.health import redact as health_redact
-from django_arena_scale.resilience.coordination import RedisCoordinator
+from django_arena_scale.resilience._coordination import RedisCoordinator
 
 # --- every caller uses the same functions ---------------------------------------------------
 
@@ -22,7 +22,7 @@ from django_arena_scale.resilience.coordination import RedisCoordinator
 def test_every_caller_uses_the_one_implementation() -> None:
     import django_arena_scale.redis as redis_helpers
     from django_arena_scale.health import service
-    from django_arena_scale.resilience import coordination
+    from django_arena_scale.resilience import _coordination as coordination
 
     assert redis_helpers.redact_url is _redact.redact_url
     assert coordination.redact_url is _redact.redact_url

@@ -11,14 +11,14 @@ import pytest
 from django_arena_scale import ArenaScaleError
 from django_arena_scale.resilience import (
     BreakerEvent,
-    BreakerOptions,
-    CircuitBreaker,
     Outcome,
     ProviderUnavailable,
     add_listener,
     breaker_status,
     remove_listener,
 )
+from django_arena_scale.resilience._breaker import CircuitBreaker
+from django_arena_scale.resilience._policy import BreakerOptions
 from tests.llm_server import FakeClock, isolated_registry
 
 
@@ -226,7 +226,7 @@ def test_breaker_reset_closes() -> None:
 
 def test_breaker_status_warn_when_open() -> None:
     """breaker_status() reports an open breaker as warn with its counters."""
-    from django_arena_scale.resilience import get_breaker
+    from django_arena_scale.resilience._registry import get_breaker
 
     breaker = get_breaker("openai", BreakerOptions(failure_threshold=1))
     _fail(breaker)
@@ -236,7 +236,7 @@ def test_breaker_status_warn_when_open() -> None:
 
 def test_breaker_status_pass_when_closed() -> None:
     """A closed breaker is pass, with every counter the /status/ contract names."""
-    from django_arena_scale.resilience import get_breaker
+    from django_arena_scale.resilience._registry import get_breaker
 
     get_breaker("openai")
     status = breaker_status()["openai"]

@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from django_arena_scale.resilience import Classifier, Outcome, Verdict, parse_retry_after
+from django_arena_scale.resilience import Classifier, Outcome, Verdict
+from django_arena_scale.resilience._classify import parse_retry_after
 
 URL = "https://provider.invalid/v1/chat/completions"
 

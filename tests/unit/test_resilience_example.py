@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from django_arena_scale.resilience import get_breaker, llm_test_mode
+from django_arena_scale.resilience import llm_test_mode
+from django_arena_scale.resilience._registry import get_breaker
 from tests.llm_server import isolated_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "example_project"))

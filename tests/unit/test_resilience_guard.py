@@ -25,11 +25,11 @@ from django_arena_scale.resilience import (
     add_listener,
     current_attempt_timeout,
     current_target,
-    get_breaker,
     llm_call,
     llm_test_mode,
     remove_listener,
 )
+from django_arena_scale.resilience._registry import get_breaker
 from tests.llm_server import FakeClock, isolated_registry
 
 URL = "https://provider.invalid/v1/chat/completions"

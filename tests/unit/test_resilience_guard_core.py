@@ -10,10 +10,10 @@ import pytest
 from django_arena_scale.resilience import (
     BreakerEvent,
     add_listener,
-    get_breaker,
     llm_call,
     remove_listener,
 )
+from django_arena_scale.resilience._registry import get_breaker
 from tests.llm_server import FakeClock, isolated_registry
 from tests.unit.test_resilience_guard import Script, Status, clock, guard
 

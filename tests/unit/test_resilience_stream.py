@@ -15,10 +15,10 @@ from django_arena_scale.resilience import (
     ProviderUnavailable,
     RetriesExhausted,
     StreamInterrupted,
-    get_breaker,
     llm_call,
     llm_test_mode,
 )
+from django_arena_scale.resilience._registry import get_breaker
 from tests.llm_server import FakeClock, isolated_registry
 
 

@@ -31,20 +31,22 @@ Exceptions (all raised on purpose derive from ``django_arena_scale.ArenaScaleErr
 
 Provider errors that are not worth retrying (400, 401, 403, 404, 422, content errors) and
 unknown exceptions propagate unchanged; cancellation propagates and counts as neutral.
+
+The names exported here are the public API.  Besides them: the Django adapter
+``django_arena_scale.resilience.django`` (its ``breaker_event`` signal carries every
+:class:`BreakerEvent`) and ``django_arena_scale.resilience.status`` (the ``/status/`` section).
+The other modules are private.
 """
 
 from __future__ import annotations
 
-from django_arena_scale.resilience.breaker import CircuitBreaker, Counters
-from django_arena_scale.resilience.classify import (
+from django_arena_scale.resilience._classify import (
     Classifier,
     Outcome,
     Verdict,
     default_classifier,
-    parse_retry_after,
 )
-from django_arena_scale.resilience.coordination import RedisCoordinator
-from django_arena_scale.resilience.errors import (
+from django_arena_scale.resilience._errors import (
     AttemptTimeout,
     DeadlineExceeded,
     FirstChunkTimeout,
@@ -56,8 +58,8 @@ from django_arena_scale.resilience.errors import (
     RetriesExhausted,
     StreamInterrupted,
 )
-from django_arena_scale.resilience.events import BreakerEvent, add_listener, remove_listener
-from django_arena_scale.resilience.guard import (
+from django_arena_scale.resilience._events import BreakerEvent, add_listener, remove_listener
+from django_arena_scale.resilience._guard import (
     AttemptContext,
     LLMGuard,
     Target,
@@ -66,26 +68,15 @@ from django_arena_scale.resilience.guard import (
     current_target,
     llm_call,
 )
-from django_arena_scale.resilience.policy import (
-    PROVIDER_OPTIONS,
-    BreakerOptions,
-    RetryPolicy,
-    is_testing,
-    llm_test_mode,
-    set_testing,
-)
-from django_arena_scale.resilience.registry import configure, get_breaker, registry, reset
+from django_arena_scale.resilience._policy import llm_test_mode, set_testing
+from django_arena_scale.resilience._registry import configure, reset
 from django_arena_scale.resilience.status import breaker_status
 
 __all__ = [
-    "PROVIDER_OPTIONS",
     "AttemptContext",
     "AttemptTimeout",
     "BreakerEvent",
-    "BreakerOptions",
-    "CircuitBreaker",
     "Classifier",
-    "Counters",
     "DeadlineExceeded",
     "FirstChunkTimeout",
     "GuardConfigError",
@@ -95,9 +86,7 @@ __all__ = [
     "LLMTimeout",
     "Outcome",
     "ProviderUnavailable",
-    "RedisCoordinator",
     "RetriesExhausted",
-    "RetryPolicy",
     "StreamInterrupted",
     "Target",
     "Verdict",
@@ -108,12 +97,8 @@ __all__ = [
     "current_attempt_timeout",
     "current_target",
     "default_classifier",
-    "get_breaker",
-    "is_testing",
     "llm_call",
     "llm_test_mode",
-    "parse_retry_after",
-    "registry",
     "remove_listener",
     "reset",
     "set_testing",

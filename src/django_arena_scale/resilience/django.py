@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.dispatch import Signal
 
-from django_arena_scale.resilience.errors import GuardConfigError
-from django_arena_scale.resilience.events import BreakerEvent, add_listener, remove_listener
-from django_arena_scale.resilience.policy import split_options
+from django_arena_scale.resilience._errors import GuardConfigError
+from django_arena_scale.resilience._events import BreakerEvent, add_listener, remove_listener
+from django_arena_scale.resilience._policy import split_options
 
 if TYPE_CHECKING:
-    from django_arena_scale.resilience.registry import Registry
+    from django_arena_scale.resilience._registry import Registry
 
 __all__ = ["breaker_event", "install", "provider_options"]
 

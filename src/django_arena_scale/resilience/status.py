@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_arena_scale.resilience.breaker import CLOSED
-from django_arena_scale.resilience.registry import registry
+from django_arena_scale.resilience._breaker import CLOSED
+from django_arena_scale.resilience._registry import registry
 
 __all__ = ["breaker_status"]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from django_arena_scale.resilience.errors import GuardConfigError
+from django_arena_scale.resilience._errors import GuardConfigError
 
 __all__ = [
     "BREAKER_OPTIONS",

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
-from django_arena_scale.resilience.errors import LLMCallError, LLMTimeout
+from django_arena_scale.resilience._errors import LLMCallError, LLMTimeout
 
 __all__ = ["Classifier", "Outcome", "Rule", "Verdict", "default_classifier", "parse_retry_after"]
 

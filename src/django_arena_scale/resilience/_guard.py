@@ -43,9 +43,9 @@ from typing import Any, TypeVar, cast
 
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from django_arena_scale.resilience.breaker import CircuitBreaker, Ticket
-from django_arena_scale.resilience.classify import Classifier, Outcome, Verdict, default_classifier
-from django_arena_scale.resilience.errors import (
+from django_arena_scale.resilience._breaker import CircuitBreaker, Ticket
+from django_arena_scale.resilience._classify import Classifier, Outcome, Verdict, default_classifier
+from django_arena_scale.resilience._errors import (
     AttemptTimeout,
     DeadlineExceeded,
     FirstChunkTimeout,
@@ -56,8 +56,8 @@ from django_arena_scale.resilience.errors import (
     RetriesExhausted,
     StreamInterrupted,
 )
-from django_arena_scale.resilience.events import BreakerEvent, emit
-from django_arena_scale.resilience.policy import (
+from django_arena_scale.resilience._events import BreakerEvent, emit
+from django_arena_scale.resilience._policy import (
     PROVIDER_OPTIONS,
     BreakerOptions,
     RetryPolicy,
@@ -65,7 +65,7 @@ from django_arena_scale.resilience.policy import (
     is_testing,
     split_options,
 )
-from django_arena_scale.resilience.registry import registry
+from django_arena_scale.resilience._registry import registry
 
 __all__ = [
     "AttemptContext",

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from django_arena_scale._redact import redact_url
 
 if TYPE_CHECKING:
-    from django_arena_scale.resilience.breaker import CircuitBreaker
+    from django_arena_scale.resilience._breaker import CircuitBreaker
 
 __all__ = ["RedisCoordinator"]
 

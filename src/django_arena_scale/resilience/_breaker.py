@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import pybreaker
 
-from django_arena_scale.resilience.classify import Outcome
-from django_arena_scale.resilience.errors import ProviderUnavailable
-from django_arena_scale.resilience.events import BreakerEvent, emit
-from django_arena_scale.resilience.policy import BreakerOptions
+from django_arena_scale.resilience._classify import Outcome
+from django_arena_scale.resilience._errors import ProviderUnavailable
+from django_arena_scale.resilience._events import BreakerEvent, emit
+from django_arena_scale.resilience._policy import BreakerOptions
 
 if TYPE_CHECKING:
-    from django_arena_scale.resilience.coordination import RedisCoordinator
+    from django_arena_scale.resilience._coordination import RedisCoordinator
 
 __all__ = ["STATES", "CircuitBreaker", "Counters", "Ticket"]
 

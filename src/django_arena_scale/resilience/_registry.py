@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django_arena_scale.resilience.breaker import CircuitBreaker
-from django_arena_scale.resilience.coordination import RedisCoordinator
-from django_arena_scale.resilience.policy import BreakerOptions
+from django_arena_scale.resilience._breaker import CircuitBreaker
+from django_arena_scale.resilience._coordination import RedisCoordinator
+from django_arena_scale.resilience._policy import BreakerOptions
 
 __all__ = ["Registry", "configure", "get_breaker", "registry", "reset"]
 
