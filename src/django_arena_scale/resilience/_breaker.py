@@ -8,6 +8,12 @@ pybreaker's counters, thresholds and transitions stay the single source of truth
 open -> half-open move is timed with an injectable monotonic clock (pybreaker's own check uses
 the wall clock), and every transition bumps an epoch so that outcomes of calls admitted before
 a transition (late results) do not count in the new state.
+
+Only pybreaker's public API is used: the constructor (``fail_max``, ``reset_timeout``,
+``success_threshold``, ``listeners``, ``state_storage``, ``throw_new_error_on_trip``), a
+``CircuitMemoryStorage`` handed to it and kept here (its ``state`` and ``counter`` are read on
+the hot path, ``reset_counter()`` on reset), ``current_state``, ``fail_counter``, ``call()``,
+``open()``, ``half_open()``, ``close()`` and a ``CircuitBreakerListener`` for transitions.
 """
 
 from __future__ import annotations
@@ -136,16 +142,18 @@ class CircuitBreaker:
         self._opened_remotely = False
         self._probe_since: float | None = None
         self._pending: list[Callable[[], None]] = []
+        # Our own handle on pybreaker's storage: read on the hot path (one attribute read
+        # instead of pybreaker's two properties) and reset by reset().
+        self._storage = pybreaker.CircuitMemoryStorage(CLOSED)
         self._cb = pybreaker.CircuitBreaker(
             fail_max=self.options.failure_threshold,
             reset_timeout=self.options.reset_timeout,
             success_threshold=self.options.success_threshold,
             listeners=[_Listener(self)],
             name=name,
+            state_storage=self._storage,
             throw_new_error_on_trip=True,
         )
-        # pybreaker's storage, read directly on the hot path (one property instead of two).
-        self._storage = self._cb._state_storage
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} state={self.state} failures={self._cb.fail_counter}>"
@@ -330,7 +338,7 @@ class CircuitBreaker:
         with self._lock:
             if self._cb.current_state != CLOSED:
                 self._cb.close()
-            self._cb._state_storage.reset_counter()
+            self._storage.reset_counter()
             self._remote_open_until = 0.0
             self._probe_since = None
             self.counters = Counters()
