@@ -1,4 +1,4 @@
-"""Keep README.md's settings table equal to the registry in ``django_arena_scale.conf``.
+"""Keep README.md's settings table equal to the declarations in ``django_arena_scale.conf``.
 
 python scripts/readme_settings.py          # rewrite the table in README.md
 python scripts/readme_settings.py --check  # exit 1 if README.md is stale
@@ -17,12 +17,17 @@ END = "<!-- settings-table:end -->"
 
 
 def render_table() -> str:
-    """The Markdown table of every ``ARENA_SCALE_*`` setting, in registry order."""
-    rows = ["| Setting | Default | Type | What it does |", "| --- | --- | --- | --- |"]
+    """The Markdown table of every ``ARENA_SCALE_*`` setting, in declaration order."""
+    rows = [
+        "| Setting | Default | Type | Range | What it does |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for setting in SETTINGS.values():
         doc = " ".join(setting.doc.split()).replace("|", "\\|")
+        bounds = setting.range_text()
         rows.append(
-            f"| `{setting.full_name}` | `{setting.default!r}` | {setting.expected()} | {doc} |"
+            f"| `{setting.full_name}` | `{setting.default!r}` | {setting.expected()} "
+            f"| {f'`{bounds}`' if bounds else ''} | {doc} |"
         )
     return "\n".join(rows)
 

@@ -459,26 +459,11 @@ def check_networks(app_configs: Any = None, **kwargs: Any) -> Messages:
 
 # --- durations ----------------------------------------------------------------------------------
 
-# name -> (lowest allowed value, is that bound inclusive)
-_RANGES: dict[str, tuple[float, bool]] = {
-    "PROBE_TIMEOUT": (0.0, False),
-    "READY_DEADLINE": (0.0, False),
-    "CHECK_TIMEOUT": (0.0, False),
-    "CHECK_CACHE_TTL": (0.0, True),
-    "HEARTBEAT_TIMEOUT": (0.0, False),
-    "SHUTDOWN_HOOK_TIMEOUT": (0.0, False),
-    "SSE_RECONNECT_MS": (0.0, True),
-    "REPLICAS": (1.0, True),
-}
-
 
 def _in_range(name: str) -> float | None:
-    """The value when its type is right and it is in range, else None."""
+    """The value when its type is right and it is within its declared range, else None."""
     value = _number(name)
-    if value is None or math.isnan(value) or math.isinf(value):
-        return None
-    low, inclusive = _RANGES[name]
-    if value < low or (value == low and not inclusive):
+    if value is None or not SETTINGS[name].in_range(value):
         return None
     return value
 
@@ -487,12 +472,14 @@ def _in_range(name: str) -> float | None:
 @_safe
 def check_ranges(app_configs: Any = None, **kwargs: Any) -> Messages:
     messages: Messages = []
-    for name, (low, inclusive) in _RANGES.items():
-        value = _number(name)
-        if value is None or _in_range(name) is not None:
+    for name, setting in SETTINGS.items():
+        bound = setting.range_text()
+        if not bound:
             continue
-        bound = f">= {low:g}" if inclusive else f"> {low:g}"
-        default = SETTINGS[name].default
+        value = _number(name)
+        if value is None or setting.in_range(value):
+            continue
+        default = setting.default
         messages.append(
             Error(
                 f"{PREFIX}{name} must be a finite number {bound}, not "

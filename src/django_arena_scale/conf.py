@@ -1,33 +1,78 @@
 """Typed, lazy view of the ``ARENA_SCALE_*`` settings.
 
-Every setting is declared once in :data:`SETTINGS` (name, default, accepted types, one line of
-documentation).  Values are read from ``django.conf.settings`` on each access, so
-``override_settings`` works in tests.  The system checks (``checks.py``) use the same registry
-to reject unknown names and wrong types, so a new setting is added here and nowhere else.
+Each setting is declared once, as a :class:`Setting` attribute of :class:`ArenaScaleSettings`:
+its default, the types it accepts, the lowest value it may take, one line of documentation and
+the function that turns the raw value into the typed one.  Everything else reads that
+declaration: ``conf.<NAME>`` (the descriptor converts the value, read from
+``django.conf.settings`` on each access, so ``override_settings`` works), :data:`SETTINGS`
+(the same declarations by name), the probe-path cache (``health/fastconf.py``), the system
+checks (unknown names, wrong types, out-of-range values) and the README settings table
+(``scripts/readme_settings.py``).  A new setting is one more attribute here and nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+import math
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, Generic, TypeVar, overload
 
 PREFIX = "ARENA_SCALE_"
 
+T = TypeVar("T")
 
-@dataclass(frozen=True)
-class Setting:
-    """One ``ARENA_SCALE_*`` setting: its default, the types it accepts and what it does."""
 
-    name: str
+@dataclass(frozen=True, eq=False)
+class Setting(Generic[T]):
+    """One ``ARENA_SCALE_*`` setting: default, accepted types, range, doc and typed value.
+
+    Declared as a class attribute of :class:`ArenaScaleSettings`, which names it.  Read on an
+    instance, it is the typed value (``convert`` applied to the raw value); read on the class,
+    it is this declaration.  ``minimum`` (inclusive) and ``exclusive_minimum`` bound the numeric
+    settings; ``manage.py check`` reports a value outside them (E031), the accessors do not.
+    """
+
     default: Any
     types: tuple[type, ...]
     doc: str
+    _: KW_ONLY
+    convert: Callable[[Any], T]
     nullable: bool = False
+    minimum: float | None = None
+    exclusive_minimum: float | None = None
+    name: str = field(default="", init=False)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        object.__setattr__(self, "name", name)
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Setting[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> Setting[T] | T:
+        if obj is None:
+            return self
+        return self.value()
 
     @property
     def full_name(self) -> str:
         return PREFIX + self.name
+
+    def raw(self) -> Any:
+        """The value as written in the settings (or the default), unconverted."""
+        from django.conf import settings
+
+        return getattr(settings, self.full_name, self.default)
+
+    def value(self) -> T:
+        """The typed value; raises when the raw value cannot be converted."""
+        return self.convert(self.raw())
+
+    def default_value(self) -> T:
+        """The typed default."""
+        return self.convert(self.default)
 
     def accepts(self, value: Any) -> bool:
         if value is None:
@@ -43,243 +88,220 @@ class Setting:
             names.append("None")
         return " or ".join(names)
 
+    @property
+    def bounds(self) -> tuple[float, bool] | None:
+        """(lowest allowed value, whether that value itself is allowed), or None if unbounded."""
+        if self.exclusive_minimum is not None:
+            return self.exclusive_minimum, False
+        if self.minimum is not None:
+            return self.minimum, True
+        return None
+
+    def in_range(self, number: float) -> bool:
+        """Whether ``number`` is finite and within the declared bounds."""
+        if math.isnan(number) or math.isinf(number):
+            return False
+        bounds = self.bounds
+        if bounds is None:
+            return True
+        low, inclusive = bounds
+        return number > low or (inclusive and number == low)
+
+    def range_text(self) -> str:
+        """The bounds as ``'> 0'`` / ``'>= 1'``, or ``''`` when there are none."""
+        bounds = self.bounds
+        if bounds is None:
+            return ""
+        low, inclusive = bounds
+        return f"{'>=' if inclusive else '>'} {low:g}"
+
+
+# --- converters: raw setting value -> typed value ----------------------------------------------
+
+
+def _probe_prefix(value: Any) -> str:
+    prefix: str = value
+    if not prefix.startswith("/"):
+        prefix = "/" + prefix
+    if not prefix.endswith("/"):
+        prefix += "/"
+    return prefix
+
+
+def _optional_str(value: Any) -> str | None:
+    return value or None
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value)
+
+
+def _str_list(value: Any) -> list[str]:
+    return list(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value)
+
+
+def _all_or_names(value: Any) -> bool | list[str]:
+    return value if isinstance(value, bool) else list(value)
+
+
+def _all_or_name_tuple(value: Any) -> bool | tuple[str, ...]:
+    if isinstance(value, bool):
+        return value
+    return tuple(str(item) for item in value)
+
 
 _NUM = (int, float)
 _SEQ = (list, tuple)
-
-SETTINGS: dict[str, Setting] = {
-    s.name: s
-    for s in [
-        # --- probes -------------------------------------------------------------------------
-        Setting("PROBE_PREFIX", "/", (str,), "URL prefix of the probe paths, e.g. '/' or '/-/'."),
-        Setting(
-            "PROBE_TIMEOUT",
-            1.0,
-            _NUM,
-            "Timeout (s) the load balancer or kubelet gives a probe; the readiness deadline must "
-            "stay below it.",
-        ),
-        Setting("READY_DEADLINE", 0.8, _NUM, "Overall deadline (s) for one readiness evaluation."),
-        Setting("CHECK_TIMEOUT", 0.5, _NUM, "Default per-check timeout (s)."),
-        Setting("CHECK_CACHE_TTL", 1.0, _NUM, "Seconds a readiness result is reused per process."),
-        Setting("CHECKS", [], _SEQ, "Dotted paths of extra checks (Check instances or callables)."),
-        Setting(
-            "DATABASE_CHECKS",
-            True,
-            (bool, list, tuple),
-            "True: check every database alias; a list: only these aliases; False: none.",
-        ),
-        Setting("REDIS_CHECKS", True, (bool,), "Check each distinct Redis URL in use."),
-        Setting(
-            "CHANNEL_LAYER_CHECK", False, (bool,), "Add a channel-layer round-trip check (opt-in)."
-        ),
-        Setting(
-            "READY_INCLUDE_SHARED",
-            False,
-            (bool, list, tuple),
-            "Whether checks of dependencies every replica shares (database, Redis, channel "
-            "layer: scope 'shared') also fail /ready/. False: reported in /status/ and logged "
-            "only; True: all of them; a list: only these check names or tags, e.g. "
-            "['database:default', 'redis'].",
-        ),
-        Setting(
-            "STATUS_TOKEN",
-            None,
-            (str,),
-            "Bearer token that unlocks the detailed /status/ body.",
-            nullable=True,
-        ),
-        Setting(
-            "STATUS_ALLOWED_CIDRS",
-            [],
-            _SEQ,
-            "Source networks that see the detailed /status/ body.",
-        ),
-        Setting(
-            "TRUSTED_PROXIES",
-            [],
-            _SEQ,
-            "Networks whose X-Forwarded-For / X-Real-IP headers are believed "
-            "(private networks only: E008).",
-        ),
-        Setting(
-            "HEARTBEAT_TIMEOUT",
-            30.0,
-            _NUM,
-            "A worker heartbeat older than this (s) makes /live/ answer 503.",
-        ),
-        # --- lifecycle ----------------------------------------------------------------------
-        Setting(
-            "DRAIN_FILE",
-            None,
-            (str,),
-            "Path whose existence puts the replica in DRAINING (k8s preStop writes it).",
-            nullable=True,
-        ),
-        Setting("WARMUPS", [], _SEQ, "Dotted paths of callables run before the replica is READY."),
-        Setting("SHUTDOWN_HOOK_TIMEOUT", 5.0, _NUM, "Time limit (s) for each shutdown hook."),
-        Setting(
-            "INSTALL_SIGNAL_HANDLERS",
-            False,
-            (bool,),
-            "Install SIGTERM/SIGINT handlers that drain (only on request, never by default).",
-        ),
-        Setting(
-            "SSE_RECONNECT_MS", 1000, (int,), "retry: value sent to SSE clients when draining."
-        ),
-        # --- deployment ---------------------------------------------------------------------
-        Setting(
-            "REPLICAS",
-            1,
-            (int,),
-            "How many replicas this project runs; >1 enables the shared-state checks.",
-        ),
-        Setting(
-            "DEPLOY",
-            {},
-            (dict,),
-            "DeploymentSpec fields for generate_lb_config (CLI options override them).",
-        ),
-        # --- resilience ---------------------------------------------------------------------
-        Setting(
-            "LLM_PROVIDERS",
-            {},
-            (dict,),
-            "Per-provider breaker and retry options, keyed by provider name.",
-        ),
-        Setting(
-            "BREAKER_REDIS_URL",
-            None,
-            (str,),
-            "Redis URL that coordinates circuit breakers across replicas.",
-            nullable=True,
-        ),
-    ]
-}
 
 
 class ArenaScaleSettings:
     """Attribute access to ``ARENA_SCALE_*`` settings with defaults, read on every access."""
 
-    def _get(self, name: str) -> Any:
-        from django.conf import settings
-
-        setting = SETTINGS[name]
-        return getattr(settings, setting.full_name, setting.default)
+    # --- probes -------------------------------------------------------------------------------
+    PROBE_PREFIX = Setting(
+        "/", (str,), "URL prefix of the probe paths, e.g. '/' or '/-/'.", convert=_probe_prefix
+    )
+    PROBE_TIMEOUT = Setting(
+        1.0,
+        _NUM,
+        "Timeout (s) the load balancer or kubelet gives a probe; the readiness deadline must "
+        "stay below it.",
+        convert=float,
+        exclusive_minimum=0,
+    )
+    READY_DEADLINE = Setting(
+        0.8,
+        _NUM,
+        "Overall deadline (s) for one readiness evaluation.",
+        convert=float,
+        exclusive_minimum=0,
+    )
+    CHECK_TIMEOUT = Setting(
+        0.5, _NUM, "Default per-check timeout (s).", convert=float, exclusive_minimum=0
+    )
+    CHECK_CACHE_TTL = Setting(
+        1.0, _NUM, "Seconds a readiness result is reused per process.", convert=float, minimum=0
+    )
+    CHECKS = Setting(
+        [], _SEQ, "Dotted paths of extra checks (Check instances or callables).", convert=_list
+    )
+    DATABASE_CHECKS = Setting(
+        True,
+        (bool, list, tuple),
+        "True: check every database alias; a list: only these aliases; False: none.",
+        convert=_all_or_names,
+    )
+    REDIS_CHECKS = Setting(True, (bool,), "Check each distinct Redis URL in use.", convert=bool)
+    CHANNEL_LAYER_CHECK = Setting(
+        False, (bool,), "Add a channel-layer round-trip check (opt-in).", convert=bool
+    )
+    READY_INCLUDE_SHARED = Setting(
+        False,
+        (bool, list, tuple),
+        "Whether checks of dependencies every replica shares (database, Redis, channel "
+        "layer: scope 'shared') also fail /ready/. False: reported in /status/ and logged "
+        "only; True: all of them; a list: only these check names or tags, e.g. "
+        "['database:default', 'redis'].",
+        convert=_all_or_name_tuple,
+    )
+    STATUS_TOKEN = Setting(
+        None,
+        (str,),
+        "Bearer token that unlocks the detailed /status/ body.",
+        convert=_optional_str,
+        nullable=True,
+    )
+    STATUS_ALLOWED_CIDRS = Setting(
+        [], _SEQ, "Source networks that see the detailed /status/ body.", convert=_str_list
+    )
+    TRUSTED_PROXIES = Setting(
+        [],
+        _SEQ,
+        "Networks whose X-Forwarded-For / X-Real-IP headers are believed "
+        "(private networks only: E008).",
+        convert=_str_list,
+    )
+    HEARTBEAT_TIMEOUT = Setting(
+        30.0,
+        _NUM,
+        "A worker heartbeat older than this (s) makes /live/ answer 503.",
+        convert=float,
+        exclusive_minimum=0,
+    )
+    # --- lifecycle ----------------------------------------------------------------------------
+    DRAIN_FILE = Setting(
+        None,
+        (str,),
+        "Path whose existence puts the replica in DRAINING (k8s preStop writes it).",
+        convert=_optional_str,
+        nullable=True,
+    )
+    WARMUPS = Setting(
+        [], _SEQ, "Dotted paths of callables run before the replica is READY.", convert=_list
+    )
+    SHUTDOWN_HOOK_TIMEOUT = Setting(
+        5.0,
+        _NUM,
+        "Time limit (s) for each shutdown hook.",
+        convert=float,
+        exclusive_minimum=0,
+    )
+    INSTALL_SIGNAL_HANDLERS = Setting(
+        False,
+        (bool,),
+        "Install SIGTERM/SIGINT handlers that drain (only on request, never by default).",
+        convert=bool,
+    )
+    SSE_RECONNECT_MS = Setting(
+        1000, (int,), "retry: value sent to SSE clients when draining.", convert=int, minimum=0
+    )
+    # --- deployment ---------------------------------------------------------------------------
+    REPLICAS = Setting(
+        1,
+        (int,),
+        "How many replicas this project runs; >1 enables the shared-state checks.",
+        convert=int,
+        minimum=1,
+    )
+    DEPLOY = Setting(
+        {},
+        (dict,),
+        "DeploymentSpec fields for generate_lb_config (CLI options override them).",
+        convert=_dict,
+    )
+    # --- resilience ---------------------------------------------------------------------------
+    LLM_PROVIDERS = Setting(
+        {},
+        (dict,),
+        "Per-provider breaker and retry options, keyed by provider name.",
+        convert=_dict,
+    )
+    BREAKER_REDIS_URL = Setting(
+        None,
+        (str,),
+        "Redis URL that coordinates circuit breakers across replicas.",
+        convert=_optional_str,
+        nullable=True,
+    )
 
     def raw(self, name: str) -> Any:
-        """The value as written in the settings (or the default), unconverted: for checks.py."""
-        return self._get(name)
+        """The value as written in the settings (or the default), unconverted: for the checks."""
+        return SETTINGS[name].raw()
 
     def names_in_settings(self) -> list[str]:
-        """Every ``ARENA_SCALE_*`` name the settings define, known or not (for checks.py)."""
+        """Every ``ARENA_SCALE_*`` name the settings define, known or not (for the checks)."""
         from django.conf import settings
 
         return sorted(name for name in dir(settings) if name.startswith(PREFIX))
 
-    @property
-    def PROBE_PREFIX(self) -> str:
-        value: str = self._get("PROBE_PREFIX")
-        if not value.startswith("/"):
-            value = "/" + value
-        if not value.endswith("/"):
-            value += "/"
-        return value
 
-    @property
-    def PROBE_TIMEOUT(self) -> float:
-        return float(self._get("PROBE_TIMEOUT"))
-
-    @property
-    def READY_DEADLINE(self) -> float:
-        return float(self._get("READY_DEADLINE"))
-
-    @property
-    def CHECK_TIMEOUT(self) -> float:
-        return float(self._get("CHECK_TIMEOUT"))
-
-    @property
-    def CHECK_CACHE_TTL(self) -> float:
-        return float(self._get("CHECK_CACHE_TTL"))
-
-    @property
-    def CHECKS(self) -> Sequence[Any]:
-        return list(self._get("CHECKS"))
-
-    @property
-    def DATABASE_CHECKS(self) -> bool | Sequence[str]:
-        value = self._get("DATABASE_CHECKS")
-        return value if isinstance(value, bool) else list(value)
-
-    @property
-    def REDIS_CHECKS(self) -> bool:
-        return bool(self._get("REDIS_CHECKS"))
-
-    @property
-    def CHANNEL_LAYER_CHECK(self) -> bool:
-        return bool(self._get("CHANNEL_LAYER_CHECK"))
-
-    @property
-    def READY_INCLUDE_SHARED(self) -> bool | tuple[str, ...]:
-        value = self._get("READY_INCLUDE_SHARED")
-        if isinstance(value, bool):
-            return value
-        return tuple(str(item) for item in value)
-
-    @property
-    def STATUS_TOKEN(self) -> str | None:
-        value: str | None = self._get("STATUS_TOKEN")
-        return value or None
-
-    @property
-    def STATUS_ALLOWED_CIDRS(self) -> Sequence[str]:
-        return list(self._get("STATUS_ALLOWED_CIDRS"))
-
-    @property
-    def TRUSTED_PROXIES(self) -> Sequence[str]:
-        return list(self._get("TRUSTED_PROXIES"))
-
-    @property
-    def HEARTBEAT_TIMEOUT(self) -> float:
-        return float(self._get("HEARTBEAT_TIMEOUT"))
-
-    @property
-    def DRAIN_FILE(self) -> str | None:
-        value: str | None = self._get("DRAIN_FILE")
-        return value or None
-
-    @property
-    def WARMUPS(self) -> Sequence[Any]:
-        return list(self._get("WARMUPS"))
-
-    @property
-    def SHUTDOWN_HOOK_TIMEOUT(self) -> float:
-        return float(self._get("SHUTDOWN_HOOK_TIMEOUT"))
-
-    @property
-    def INSTALL_SIGNAL_HANDLERS(self) -> bool:
-        return bool(self._get("INSTALL_SIGNAL_HANDLERS"))
-
-    @property
-    def SSE_RECONNECT_MS(self) -> int:
-        return int(self._get("SSE_RECONNECT_MS"))
-
-    @property
-    def REPLICAS(self) -> int:
-        return int(self._get("REPLICAS"))
-
-    @property
-    def DEPLOY(self) -> Mapping[str, Any]:
-        return dict(self._get("DEPLOY"))
-
-    @property
-    def LLM_PROVIDERS(self) -> Mapping[str, Any]:
-        return dict(self._get("LLM_PROVIDERS"))
-
-    @property
-    def BREAKER_REDIS_URL(self) -> str | None:
-        value: str | None = self._get("BREAKER_REDIS_URL")
-        return value or None
-
+#: Every declaration by name (``'PROBE_TIMEOUT'``), in declaration order.
+SETTINGS: dict[str, Setting[Any]] = {
+    name: value for name, value in vars(ArenaScaleSettings).items() if isinstance(value, Setting)
+}
 
 conf = ArenaScaleSettings()

@@ -3,9 +3,10 @@
 A probe reads a few ``ARENA_SCALE_*`` values on every request; reading them through
 ``django.conf.settings`` costs an ``AttributeError`` per unset setting.  Values are cached here
 and the cache is dropped on ``setting_changed`` (sent by ``override_settings``), so tests that
-override settings still see their values.  A wrongly typed value falls back to the registry
-default (``manage.py check`` reports it): a probe must not fail because of it, since a failing
-``/live/`` makes the orchestrator restart the process in a loop.
+override settings still see their values.  A value its declaration (``conf.Setting``) cannot
+convert falls back to the declared default (``manage.py check`` reports it): a probe must not
+fail because of it, since a failing ``/live/`` makes the orchestrator restart the process in a
+loop.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from django.core.signals import setting_changed
 
-from django_arena_scale.conf import PREFIX, SETTINGS, conf
+from django_arena_scale.conf import PREFIX, SETTINGS
 
 logger = logging.getLogger("django_arena_scale.health")
 
@@ -28,11 +29,12 @@ def get(name: str) -> Any:
         return _cache[name]
     except KeyError:
         pass
+    setting = SETTINGS[name]
     try:
-        value = getattr(conf, name)
+        value = setting.value()
     except Exception:
-        logger.warning("%s%s is invalid; using its default.", PREFIX, name, exc_info=True)
-        value = SETTINGS[name].default
+        logger.warning("%s is invalid; using its default.", setting.full_name, exc_info=True)
+        value = setting.default_value()
     _cache[name] = value
     return value
 
