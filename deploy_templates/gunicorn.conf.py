@@ -22,9 +22,9 @@ timeout = 30
 # SIGTERM: the app drains within 20s, workers exit within 30s,
 # the orchestrator sends SIGKILL after 45s (drain 10s before SIGTERM).
 graceful_timeout = 30
-# Longer than nginx's upstream keepalive_timeout (60s), so nginx closes idle
+# Longer than nginx's upstream keepalive_timeout (8s), so nginx closes idle
 # connections first and never reuses one the server is closing.
-keepalive = 65
+keepalive = 13
 max_requests = 1000
 max_requests_jitter = 100
 # Heartbeat files on tmpfs: a slow container disk must not look like a hung worker.

@@ -303,7 +303,7 @@ def specs(draw: st.DrawFn) -> DeploymentSpec:
         "max_fails": draw(st.integers(1, 100)),
         "fail_timeout": draw(st.integers(1, 3600)),
         "keepalive": draw(st.integers(1, 10_000)),
-        "keepalive_timeout": draw(st.integers(1, 3600)),
+        "keepalive_timeout": draw(st.one_of(st.none(), st.integers(1, 9))),
         "graceful_timeout": graceful,
         "app_graceful_timeout": draw(st.integers(1, graceful - 1)),
         "stream_read_timeout": draw(st.integers(60, 3600)),

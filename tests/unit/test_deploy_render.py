@@ -1,4 +1,4 @@
-"""Renderers: nginx decisions of DESIGN.md, compose layout, server configs, determinism."""
+"""Renderers: nginx decisions (docs/architecture.md), compose, server configs, determinism."""
 
 from __future__ import annotations
 
@@ -347,7 +347,7 @@ def gunicorn_settings(spec: DeploymentSpec, name: str) -> dict[str, Any]:
 
 def test_server_gthread_config_from_chain() -> None:
     """gthread workers/threads, graceful timeout and keep-alive from the chain."""
-    spec = DeploymentSpec(workers=3, threads=5, keepalive_timeout=40)
+    spec = DeploymentSpec(workers=3, threads=5, keepalive_timeout=40, drain_delay=45)
     conf_ = gunicorn_settings(spec, "gunicorn.conf.py")
     assert (conf_["worker_class"], conf_["workers"], conf_["threads"]) == ("gthread", 3, 5)
     assert conf_["graceful_timeout"] == spec.chain.server_graceful

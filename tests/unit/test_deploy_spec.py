@@ -12,7 +12,9 @@ from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
 def test_spec_defaults_reproduce_reference_design() -> None:
     """The defaults are the reference: 10 x 4 workers x 2 threads, 1 CPU/1 GiB, nginx limits."""
     s = DeploymentSpec()
-    reference = (10, 4, 2, 1.0, 1024, 0.5, 512, 64, 60, 3, 30, 200, 100, 10, 5, 20, 600, "2gb")
+    # nginx's upstream keepalive_timeout: derived below drain_delay (10 - 2), not the 60 s of
+    # the hand-made setup, so a drain never closes a connection nginx is sending on.
+    reference = (10, 4, 2, 1.0, 1024, 0.5, 512, 64, 8, 3, 30, 200, 100, 10, 5, 20, 600, "2gb")
     assert (
         s.replicas,
         s.workers,
@@ -22,7 +24,7 @@ def test_spec_defaults_reproduce_reference_design() -> None:
         s.cpu_reservation,
         s.memory_reservation_mb,
         s.keepalive,
-        s.keepalive_timeout,
+        s.upstream_keepalive_timeout,
         s.max_fails,
         s.fail_timeout,
         s.max_conns,
@@ -165,8 +167,18 @@ def test_spec_chain_derives_stop_grace_period() -> None:
 
 def test_spec_chain_server_keepalive_outlives_nginx() -> None:
     """The app server keeps idle connections longer than nginx's upstream keepalive."""
-    chain = DeploymentSpec(keepalive_timeout=75).chain
+    chain = DeploymentSpec(keepalive_timeout=75, drain_delay=80).chain
     assert chain.server_keepalive > chain.nginx_keepalive_timeout == 75
+
+
+def test_spec_nginx_keepalive_shorter_than_the_drain() -> None:
+    """nginx must close its idle connections to a draining replica within the drain: an
+    explicit keepalive_timeout not below drain_delay is refused, naming both."""
+    with pytest.raises(SpecError, match=r"keepalive_timeout.*shorter than drain_delay \(10\)"):
+        DeploymentSpec(keepalive_timeout=10)
+    assert DeploymentSpec(keepalive_timeout=9).chain.nginx_keepalive_timeout == 9
+    assert DeploymentSpec(drain_delay=0).chain.nginx_keepalive_timeout == 1
+    assert DeploymentSpec(drain_delay=30).chain.nginx_keepalive_timeout == 28
 
 
 def test_spec_chain_liveness_tolerates_worker_timeout() -> None:

@@ -5,7 +5,7 @@ Pure Python (no Django).  ``manage.py generate_lb_config`` builds one spec with
 overrides the defaults below) and hands it to the renderers listed in
 :mod:`django_arena_scale.deploy`; each renderer module exposes ``render(spec) -> dict[str, str]``
 (relative path -> file content; deterministic, no timestamps).  The defaults reproduce the
-reference design: 10 replicas of 4 gunicorn gthread workers x 2 threads, 1 CPU / 1 GiB limits,
+reference deployment: 10 replicas of 4 gunicorn gthread workers x 2 threads, 1 CPU / 1 GiB limits,
 0.5 CPU / 512 MiB reservations, nginx keepalive 64 (60 s), ``max_fails=3 fail_timeout=30s
 max_conns=200``, rate limits 100/10/5 r/s, 20 connections per client IP, stream read timeout
 600 s, Redis cache ``maxmemory 2gb``.
@@ -192,7 +192,7 @@ class UpstreamMember:
 
 @dataclass(frozen=True)
 class TimeoutChain:
-    """Every timeout of the shutdown and proxy chain, in seconds (see DESIGN.md)."""
+    """Every timeout of the shutdown and proxy chain (s): docs/architecture.md#timeout-chain."""
 
     app_graceful: int
     server_graceful: int
@@ -331,7 +331,15 @@ class DeploymentSpec:
     max_fails: int = _int(3, "failures before a replica is skipped (passive health)", 1, 100)
     fail_timeout: int = _int(30, "seconds a failed replica is skipped", 1, 3600)
     keepalive: int = _int(64, "idle upstream keepalive connections per nginx worker", 1, 10_000)
-    keepalive_timeout: int = _int(60, "nginx upstream keepalive_timeout (s)", 1, 3600)
+    keepalive_timeout: int | None = _int(
+        None,
+        "nginx upstream keepalive_timeout (s); shorter than drain_delay, so nginx closes its "
+        "own idle connections to a draining replica and none is closed under a request "
+        "(default: drain_delay - 2, at least 1)",
+        1,
+        3600,
+        optional=True,
+    )
     client_max_body_mb: int = _int(10, "largest request body (MiB)", 1, 10_240)
     # --- timeouts (seconds)
     app_graceful_timeout: int = _int(
@@ -471,6 +479,13 @@ class DeploymentSpec:
             fail(
                 "app_graceful_timeout",
                 f"must be shorter than graceful_timeout ({self.graceful_timeout})",
+            )
+        if self.keepalive_timeout is not None and 0 < self.drain_delay <= self.keepalive_timeout:
+            fail(
+                "keepalive_timeout",
+                f"must be shorter than drain_delay ({self.drain_delay}): a draining replica "
+                "waits for nginx to close its idle connections itself (closing one under a "
+                "request nginx is sending would fail that request)",
             )
         minimum = self.drain_delay + self.graceful_timeout + STOP_GRACE_MARGIN
         if self.stop_grace_period is not None and self.stop_grace_period < minimum:
@@ -700,8 +715,8 @@ class DeploymentSpec:
             drain_delay=self.drain_delay,
             stop_grace_period=stop,
             worker_timeout=self.worker_timeout,
-            server_keepalive=self.keepalive_timeout + KEEPALIVE_HEADROOM,
-            nginx_keepalive_timeout=self.keepalive_timeout,
+            server_keepalive=self.upstream_keepalive_timeout + KEEPALIVE_HEADROOM,
+            nginx_keepalive_timeout=self.upstream_keepalive_timeout,
             connect=self.connect_timeout,
             api_read=self.api_read_timeout,
             stream_read=self.stream_read_timeout,
@@ -710,6 +725,13 @@ class DeploymentSpec:
             liveness_failure_threshold=liveness,
             startup_failure_threshold=max(6, math.ceil(120 / self.probe_period)),
         )
+
+    @property
+    def upstream_keepalive_timeout(self) -> int:
+        """nginx's upstream ``keepalive_timeout``: the field, else ``drain_delay - 2`` (>= 1)."""
+        if self.keepalive_timeout is not None:
+            return self.keepalive_timeout
+        return max(1, self.drain_delay - 2)
 
     @cached_property
     def db_budget(self) -> DbBudget:

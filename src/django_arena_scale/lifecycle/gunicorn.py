@@ -12,9 +12,12 @@
   (a graceful ``SIGHUP`` reload).
 * ``post_worker_init``: the worker's main loop now beats a heartbeat that ``/live/`` reads
   (a wedged worker stops beating) and, once the replica drains (drain file, or SIGTERM),
-  stops listening, answers every further request on an open connection with
-  ``Connection: close`` and closes its idle keep-alive connections; SIGTERM also begins the
-  drain (so open SSE streams end with a reconnect event instead of being cut at
+  stops listening and answers every further request on an open connection with
+  ``Connection: close``.  It never closes an idle keep-alive connection itself: the client
+  (nginx) may be sending a request on it at that instant, and a POST lost that way is not
+  retried.  nginx closes its idle upstream connections after its ``keepalive_timeout``,
+  which the generated configs keep shorter than the drain.  SIGTERM also begins the drain
+  (so open SSE streams end with a reconnect event instead of being cut at
   ``graceful_timeout``); the warm-ups start (the worker turns READY once they ran).
 * ``worker_int`` (SIGINT/SIGQUIT, fast stop) and ``worker_exit`` (after a graceful stop):
   begin the drain and run the ``@on_shutdown`` hooks once.
@@ -30,7 +33,6 @@ import select
 import signal
 import sys
 import threading
-import time
 import traceback
 from types import FrameType
 from typing import Any
@@ -226,17 +228,6 @@ def stop_listening(worker: Any) -> int:
     return accepted
 
 
-def close_idle_connections(worker: Any) -> None:
-    """Close a gthread worker's idle keep-alive connections now (their clients reconnect)."""
-    conns = getattr(worker, "keepalived_conns", None)
-    if not conns or not hasattr(worker, "murder_keepalived"):
-        return
-    now = time.monotonic()
-    for conn in conns:
-        conn.timeout = min(conn.timeout, now)
-    worker.murder_keepalived()
-
-
 def _close_connections_on_drain(worker: Any) -> None:
     """While draining, every response of a gthread worker closes its connection."""
     original = getattr(worker, "handle_request", None)
@@ -269,20 +260,15 @@ def _beat_on_notify(worker: Any) -> None:
 
     def notify() -> None:
         lifecycle.heartbeat()
-        if gthread:
-            if getattr(worker, "_arena_draining", False):
-                # A connection whose response began before the drain went back to the
-                # keep-alive set afterwards: close it too.
-                close_idle_connections(worker)
-            elif lifecycle.state is State.DRAINING:
-                worker._arena_draining = True
-                swept = stop_listening(worker)
-                close_idle_connections(worker)
-                logger.info(
-                    "Worker %s draining: stopped listening (%d queued connection(s) served).",
-                    getattr(worker, "pid", "?"),
-                    swept,
-                )
+        draining_now = gthread and not getattr(worker, "_arena_draining", False)
+        if draining_now and lifecycle.state is State.DRAINING:
+            worker._arena_draining = True
+            swept = stop_listening(worker)
+            logger.info(
+                "Worker %s draining: stopped listening (%d queued connection(s) served).",
+                getattr(worker, "pid", "?"),
+                swept,
+            )
         original()
 
     notify._arena_heartbeat = True  # type: ignore[attr-defined]

@@ -32,7 +32,13 @@ except ImportError:  # pragma: no cover - exercised only without the uvicorn-wor
         warnings.simplefilter("ignore", DeprecationWarning)
         from uvicorn.workers import UvicornWorker as _BaseWorker
 
-__all__ = ["DrainingServer", "UvicornH11Worker", "UvicornWorker", "graceful_shutdown_timeout"]
+__all__ = [
+    "CloseWhileDraining",
+    "DrainingServer",
+    "UvicornH11Worker",
+    "UvicornWorker",
+    "graceful_shutdown_timeout",
+]
 
 #: Seconds of ``graceful_timeout`` kept for the shutdown hooks after uvicorn stops.
 HOOK_MARGIN = 1.0
@@ -55,8 +61,10 @@ class DrainingServer(Server):
 
     While the replica drains (drain file, or an exit signal) it does not listen: its
     listening sockets close, so a load balancer's new connection is refused before anything
-    is sent, and every open connection closes once its current response is done (idle
-    keep-alive connections at once, WebSockets with 1012).
+    is sent; a response in progress ends its connection, and a request arriving on an idle
+    keep-alive connection is answered with ``Connection: close`` (:class:`CloseWhileDraining`).
+    An idle connection is never closed from this side while draining: the client may be
+    sending a request on it at that instant.  WebSockets close with 1012.
     """
 
     listening_stopped = False
@@ -76,12 +84,45 @@ class DrainingServer(Server):
         return should_exit
 
     def stop_listening(self) -> None:
-        """Close the listening sockets and ask every open connection to close."""
+        """Close the listening sockets; busy connections close after their response."""
         self.listening_stopped = True
         for server in getattr(self, "servers", []):
             server.close()
         for connection in list(self.server_state.connections):
-            connection.shutdown()
+            cycle: Any = getattr(connection, "cycle", _NO_CYCLE)
+            if cycle is _NO_CYCLE:  # a WebSocket: close it with 1012 (going away)
+                connection.shutdown()
+            elif cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
+
+
+_NO_CYCLE = object()
+
+
+class CloseWhileDraining:
+    """ASGI wrapper: while the replica drains, every HTTP response says ``Connection: close``.
+
+    uvicorn then closes the connection after the response, so a load balancer's cached
+    connection retires cleanly instead of being closed under its next request.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or get_lifecycle().state is not State.DRAINING:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
+                ]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
 
 
 class UvicornWorker(_BaseWorker):  # type: ignore[misc]
@@ -114,7 +155,7 @@ class UvicornWorker(_BaseWorker):  # type: ignore[misc]
 
         from gunicorn.arbiter import Arbiter
 
-        self.config.app = self.wsgi
+        self.config.app = CloseWhileDraining(self.wsgi)
         server = DrainingServer(config=self.config)
         self._install_sigquit_handler()
         # uvicorn re-raises the exit signal once it has shut down, with the handler it found;

@@ -505,7 +505,7 @@ class LocalStack:
             replica.state = "draining"
             replica.drain_file.write_text("run_lb_stack\n")
             self.write_state()
-            time.sleep(self.options.drain_delay)
+            self._wait_drained(replica)
             replica.state = "stopping"
             self.write_state()
             outcome = replica.process.stop(self.spec.chain.server_graceful + 5)
@@ -534,6 +534,23 @@ class LocalStack:
     def restart_replica(self, name: str) -> None:
         self.stop_replica(name)
         self.start_replica(name)
+
+    def _wait_drained(self, replica: Replica) -> None:
+        """Wait ``drain_delay``, then until nginx closed its connections to ``replica``.
+
+        The replica no longer listens and answers ``Connection: close``; nginx closes its idle
+        upstream connections after its ``keepalive_timeout``.  Stopping the replica before that
+        would close a connection nginx may be sending a request on.  Bounded by that timeout.
+        """
+        started = time.monotonic()
+        time.sleep(self.options.drain_delay)
+        deadline = started + max(
+            self.options.drain_delay, self.spec.chain.nginx_keepalive_timeout + 2.0
+        )
+        while time.monotonic() < deadline and not self._stop_requested.is_set():
+            if upstreams.established_connections(replica.port) == 0:
+                return
+            time.sleep(0.1)
 
     def admitted_at(self, replica: Replica) -> float:
         """Wall-clock time from which nginx's passive health no longer skips ``replica``."""

@@ -65,3 +65,25 @@ def disabled_until(log_text: str, address: str, fail_timeout: float) -> float | 
         stamp = time.mktime(time.strptime(match.group(1), "%Y/%m/%d %H:%M:%S"))
         last = stamp if last is None else max(last, stamp)
     return None if last is None else last + fail_timeout + 1.0
+
+
+def established_connections(port: int, tables: tuple[str, ...] = ("tcp", "tcp6")) -> int:
+    """How many ESTABLISHED TCP connections have local ``port`` (Linux ``/proc/net``).
+
+    A draining replica waits for nginx to close its idle upstream connections itself; this
+    says when none is left.  0 where ``/proc/net`` cannot be read.
+    """
+    count = 0
+    for table in tables:
+        try:
+            with open(f"/proc/net/{table}") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "01":
+                        local_port = fields[1].rsplit(":", 1)[-1]
+                        if int(local_port, 16) == port:
+                            count += 1
+        except OSError:
+            continue
+    return count
