@@ -1,4 +1,4 @@
-"""Load plan of the reference design, scaled to a 2-core machine, for the example arena.
+"""Load plan of the reference deployment, scaled to a 2-core machine, for the example arena.
 
 Run headless against a running stack (``manage.py run_lb_stack``) - ``bench/stack.py locust``
 does it for you and prints the per-endpoint table::

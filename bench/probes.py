@@ -1,4 +1,4 @@
-"""Probe benchmarks (issue 2, Performance).  Run: ``/work/venv/bin/python bench/probes.py``.
+"""Probe benchmarks.  Run: ``.venv/bin/python bench/probes.py``.
 
 Serves the example project with one real gunicorn (2 gthread workers x 4 threads) on
 loopback, with a real redis-server for cache/sessions/channels and SQLite, and loads it with

@@ -1,4 +1,4 @@
-"""Render benchmark (issue 3, Performance).  Run: ``/work/venv/bin/python bench/render.py``.
+"""Render benchmark.  Run: ``.venv/bin/python bench/render.py``.
 
 Renders every file of the compose target (compose, nginx, server configs, deploy.sh, k8s/,
 Dockerfile, OPERATIONS.md) plus the local variant for N=500 replicas, building a fresh

@@ -1,6 +1,6 @@
 """Happy-path overhead of the llm_call guard, with Redis coordination on.
 
-Run: /work/venv/bin/python bench/resilience.py   (starts its own redis-server on a free port)
+Run: .venv/bin/python bench/resilience.py   (starts its own redis-server on a free port)
 
 Prints per-call times (best of several repeats) for a trivial function called bare, through
 the guard (sync and async), through a bare ``pybreaker.CircuitBreaker.call()`` and through

@@ -1,4 +1,4 @@
-"""Stack benchmarks (issue 5, Performance): run ``/work/venv/bin/python bench/stack.py [which]``.
+"""Stack benchmarks: run ``.venv/bin/python bench/stack.py [which]``.
 
 Each benchmark starts its own ``LocalStack`` (real redis-server, gunicorn replicas of the
 example project, nginx on 127.0.0.1) in a temp dir and stops it afterwards:

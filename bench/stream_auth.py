@@ -1,6 +1,6 @@
 """StreamRouter auth routes: what ``auth`` costs per new stream, in-process (no network).
 
-Run: ``/work/venv/bin/python bench/stream_auth.py [--requests N] [--rounds R] [--before REV]``.
+Run: ``.venv/bin/python bench/stream_auth.py [--requests N] [--rounds R] [--before REV]``.
 
 The example's ASGI stack (its settings, sessions in a real redis-server through
 ``redis_sessions()``, SQLite with the demo user) serves one-token streams through

@@ -1,6 +1,6 @@
-"""Topology benchmark (issue 3): one WSGI pool vs API on WSGI + a separate ASGI stream pool.
+"""Topology benchmark: one WSGI pool vs API on WSGI + a separate ASGI stream pool.
 
-Run: ``/work/venv/bin/python bench/topology.py``.
+Run: ``.venv/bin/python bench/topology.py``.
 
 Both topologies get the same budget of app processes and run the example project behind the
 generated local nginx (``LocalStack``: real redis-server, gunicorn replicas, nginx on

@@ -1,4 +1,4 @@
-"""ProbeMiddleware: every probe behaviour of issue 2, item 4 (sync stack via the test client)."""
+"""ProbeMiddleware: each probe behaviour of the README's Probes section (sync, test client)."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def start_warmups(*, background: bool = True) -> bool:
     return _start(background=background)
 
 
-# --- graceful shutdown (issue 5) ------------------------------------------------------------
+# --- graceful shutdown ----------------------------------------------------------------------
 from django_arena_scale.lifecycle.hooks import on_shutdown, run_shutdown_hooks  # noqa: E402
 from django_arena_scale.lifecycle.signals import (  # noqa: E402
     install_signal_handlers,
