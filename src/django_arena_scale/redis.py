@@ -1,41 +1,11 @@
 """Settings helpers that put the cache, the sessions and the channel layer on Redis.
 
-Pure functions for a project's ``settings.py``: they never read ``django.conf.settings``, do
-no I/O and import neither Django nor a Redis client.  The documented form is three lines::
-
-    from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
-
-    CACHES = redis_cache(os.environ.get("REDIS_URL"))
-    globals().update(redis_sessions(os.environ.get("REDIS_SESSIONS_URL"), caches=CACHES))
-    CHANNEL_LAYERS = channel_layers(os.environ.get("REDIS_CHANNELS_URL"))
-
-Each URL may point at a different Redis; sessions and channel messages belong on one that
-never evicts keys (``maxmemory-policy noeviction``), because an evicted session logs a user
-out.  ``manage.py check --deploy`` warns when they share a server with the cache.
-
-Signatures (options are keyword-only; a duration is a float in seconds or a ``timedelta``):
-
-``redis_cache(url, *, alias="default", key_prefix="", default_ttl=300, connect_timeout=0.5,
-timeout=1.0, max_connections=None, health_check_interval=30, ignore_exceptions=False,
-ssl_options=None, options=None) -> CACHES``
-    ``{alias: {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url, ...}}``.
-    ``default_ttl=None`` keeps keys forever; ``options`` is merged last into ``OPTIONS``
-    (dict values such as ``CONNECTION_POOL_KWARGS`` one level deep).
-
-``redis_sessions(url, *, caches, alias="sessions", engine="cache", connect_timeout=0.5,
-timeout=1.0, max_connections=None, health_check_interval=30, ssl_options=None,
-options=None) -> settings``
-    ``{"SESSION_ENGINE": ..., "SESSION_CACHE_ALIAS": alias, "CACHES": caches + {alias: ...}}``
-    (a new dict; ``caches`` is not modified).  ``engine="cached_db"`` keeps the database as
-    the source of truth, with Redis in front.
-
-``channel_layers(url, *, alias="default", prefix="asgi", capacity=100, expiry=60,
-group_expiry=86400, connect_timeout=0.5, timeout=10.0, health_check_interval=30,
-ssl_options=None, symmetric_encryption_keys=None, config=None) -> CHANNEL_LAYERS``
-    ``{alias: {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {...}}}``.
-
-Without a URL (``None``, ``""`` or blanks) each helper returns the embedded single-replica
-default: a local-memory cache, database sessions, the in-memory channel layer.
+How to use them is in the README ("Settings helpers").  What a maintainer must keep true:
+they are pure functions for ``settings.py``, imported before Django is configured, so they
+never read ``django.conf.settings``, do no I/O and import neither Django nor a Redis client.
+Without a URL (``None``, ``""`` or blanks) each returns the single-replica default: a
+local-memory cache, database sessions, the in-memory channel layer.  Options are keyword-only;
+a duration is a float in seconds or a ``timedelta``.
 
 URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS, certificates
 verified unless ``ssl_options`` or the URL's query say otherwise) or
@@ -44,19 +14,25 @@ naming that form, with the password replaced by ``***``.  ``ssl_options`` (``red
 takes redis-py's ``ssl_*`` arguments without the prefix, e.g. ``{"ca_certs": "/etc/ca.pem"}``,
 ``cert_reqs`` (``"none"``, ``"optional"``, ``"required"``), ``certfile``/``keyfile`` for mTLS.
 
-Pools: per process, idle connections are PINGed after ``health_check_interval`` seconds and
-TCP keepalive is on; ``max_connections`` caps a process's pool (at least its thread count).
-django-redis shares one pool between aliases with the same URL.
+Why the defaults are what they are:
 
-Timeouts: connecting gives up after ``connect_timeout`` (0.5 s) and a reply is awaited at most
-``timeout`` (1 s), so a dead or hung Redis costs a request about a second, not a worker.  The
-channel layer's ``timeout`` must exceed the 5 s blocking receive of ``channels_redis``.
-
-Why ``channels_redis.core.RedisChannelLayer`` and not the pub/sub layer: the core layer keeps
-messages in Redis for ``expiry`` seconds, so a consumer that reconnects after a Redis blip or
-a replica restart still receives them; per-channel ``capacity`` gives backpressure instead of
-unbounded memory; group membership lives in Redis rather than in one connection.  Pub/sub drops
-whatever is published while a subscriber reconnects.  Write ``CHANNEL_LAYERS`` by hand for it.
+- Sessions and channel messages belong on a Redis that never evicts keys (``maxmemory-policy
+  noeviction``): an evicted session logs a user out (docs/architecture.md, "Compose: explicit
+  services, Redis per role").  ``manage.py check --deploy`` warns when they share the cache's
+  server.
+- Pools: per process, idle connections are PINGed after ``health_check_interval`` seconds and
+  TCP keepalive is on; ``max_connections`` caps a process's pool (at least its thread count).
+  django-redis shares one pool between aliases with the same URL.
+- Timeouts: connecting gives up after ``connect_timeout`` (0.5 s) and a reply is awaited at
+  most ``timeout`` (1 s), so a dead or hung Redis costs a request about a second, not a worker,
+  and ``DependencyErrorMiddleware`` answers 503 quickly.  The channel layer's ``timeout`` must
+  exceed the 5 s blocking receive of ``channels_redis``.
+- ``channels_redis.core.RedisChannelLayer``, not the pub/sub layer: the core layer keeps
+  messages in Redis for ``expiry`` seconds, so a consumer that reconnects after a Redis blip or
+  a replica restart still receives them; per-channel ``capacity`` gives backpressure instead of
+  unbounded memory; group membership lives in Redis rather than in one connection.  Pub/sub
+  drops whatever is published while a subscriber reconnects.  Write ``CHANNEL_LAYERS`` by hand
+  for it.
 """
 
 from __future__ import annotations
@@ -369,7 +345,10 @@ def redis_cache(
 ) -> dict[str, dict[str, Any]]:
     """The ``CACHES`` setting: django-redis on ``url``, or a local-memory cache without one.
 
-    ``ignore_exceptions=True`` turns a Redis outage into cache misses instead of errors.
+    ``{alias: {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url, ...}}``.
+    ``default_ttl=None`` keeps keys forever.  ``ignore_exceptions=True`` turns a Redis outage
+    into cache misses instead of errors.  ``options`` is merged last into ``OPTIONS`` (dict
+    values such as ``CONNECTION_POOL_KWARGS`` one level deep).
     """
     target = _optional_url(url)
     if target is None or url is None:
@@ -405,8 +384,11 @@ def redis_sessions(
 ) -> dict[str, Any]:
     """Session settings on a dedicated cache alias, plus ``CACHES`` with that alias added.
 
-    Use as ``globals().update(redis_sessions(url, caches=CACHES))``.  Without a URL: database
-    sessions and ``CACHES`` unchanged (copied).
+    Use as ``globals().update(redis_sessions(url, caches=CACHES))``.  Returns
+    ``{"SESSION_ENGINE": ..., "SESSION_CACHE_ALIAS": alias, "CACHES": ...}``, a new dict
+    (``caches`` is not modified).  ``engine="cached_db"`` keeps the database as the source of
+    truth, with Redis in front.  Without a URL: database sessions and ``CACHES`` unchanged
+    (copied).
     """
     if not isinstance(caches, Mapping):
         raise TypeError(
@@ -460,7 +442,11 @@ def channel_layers(
     symmetric_encryption_keys: list[str] | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The ``CHANNEL_LAYERS`` setting: channels-redis on ``url``, or in-memory without one."""
+    """The ``CHANNEL_LAYERS`` setting: channels-redis on ``url``, or in-memory without one.
+
+    ``{alias: {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {...}}}``;
+    ``config`` is merged last into ``CONFIG``.
+    """
     target = _optional_url(url)
     if target is None or url is None:
         return {alias: {"BACKEND": INMEMORY_CHANNEL_LAYER}}
