@@ -55,13 +55,15 @@ from tests.servers import free_port
 pytestmark = pytest.mark.e2e
 
 REPLICAS = 3
-DRAIN_DELAY = 1
+#: The shortest drain the spec accepts: nginx's upstream keepalive_timeout (1 s) must be
+#: shorter, so nginx closes its idle connections to a draining replica itself.
+DRAIN_DELAY = 2
 FAIL_TIMEOUT = 3
 #: The stack's options; deploy.sh's spec below says the same.
 STACK_ARGS = (
     "--replicas", str(REPLICAS), "--topology", "single", "--app-server", "uvicorn",
     "--workers", "1", "--drain-delay", str(DRAIN_DELAY),
-    "--set", f"fail_timeout={FAIL_TIMEOUT}",
+    "--set", f"drain_delay={DRAIN_DELAY}", "--set", f"fail_timeout={FAIL_TIMEOUT}",
     "--set", "rate_general=5000", "--set", "burst_general=5000",
     "--set", "conn_per_ip=5000", "--set", "max_conns=2000",
     "--set", "graceful_timeout=15", "--set", "app_graceful_timeout=10",

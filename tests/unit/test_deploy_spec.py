@@ -174,8 +174,10 @@ def test_spec_chain_server_keepalive_outlives_nginx() -> None:
 def test_spec_nginx_keepalive_shorter_than_the_drain() -> None:
     """nginx must close its idle connections to a draining replica within the drain: an
     explicit keepalive_timeout not below drain_delay is refused, naming both."""
-    with pytest.raises(SpecError, match=r"keepalive_timeout.*shorter than drain_delay \(10\)"):
+    with pytest.raises(SpecError, match=r"keepalive_timeout \(10\) must be shorter than drain"):
         DeploymentSpec(keepalive_timeout=10)
+    with pytest.raises(SpecError, match=r"drain_delay.*keepalive_timeout \(1\) must be shorter"):
+        DeploymentSpec(drain_delay=1)
     assert DeploymentSpec(keepalive_timeout=9).chain.nginx_keepalive_timeout == 9
     assert DeploymentSpec(drain_delay=0).chain.nginx_keepalive_timeout == 1
     assert DeploymentSpec(drain_delay=30).chain.nginx_keepalive_timeout == 28

@@ -480,10 +480,11 @@ class DeploymentSpec:
                 "app_graceful_timeout",
                 f"must be shorter than graceful_timeout ({self.graceful_timeout})",
             )
-        if self.keepalive_timeout is not None and 0 < self.drain_delay <= self.keepalive_timeout:
+        if 0 < self.drain_delay <= self.upstream_keepalive_timeout:
             fail(
-                "keepalive_timeout",
-                f"must be shorter than drain_delay ({self.drain_delay}): a draining replica "
+                "keepalive_timeout" if self.keepalive_timeout is not None else "drain_delay",
+                f"keepalive_timeout ({self.upstream_keepalive_timeout}) must be shorter than "
+                f"drain_delay ({self.drain_delay}), or drain_delay 0: a draining replica "
                 "waits for nginx to close its idle connections itself (closing one under a "
                 "request nginx is sending would fail that request)",
             )
