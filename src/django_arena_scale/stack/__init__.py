@@ -2,15 +2,19 @@
 
 A small supervisor, written for this job rather than borrowed: honcho runs a Procfile but has
 no per-process restart, readiness gate or ordered rolling restart; supervisord and circus are
-daemons with their own configuration and control protocol, heavier than the ~500 lines here
-and still unaware of nginx ``down`` marks and ``/ready/``.  What it does:
+daemons with their own configuration and control protocol, heavier than this package and
+still unaware of nginx's passive health and ``/ready/``.  What it does:
 
 * :mod:`.process` - one child in its own process group (so ``stop`` and ``kill`` reach the
   gunicorn master and all its workers), graceful stop with a deadline, then SIGKILL;
-* :mod:`.upstreams` - pure edits of nginx's upstream includes (mark a server ``down``);
+* :mod:`.upstreams` - nginx upstream ``down`` marks, when nginx's passive health skips a
+  server (from its error log) and how many connections a replica still has;
 * :mod:`.control` - file-based requests to a running stack (kill, restart, rolling restart);
 * :mod:`.runner` - :class:`LocalStack`: Redis, replicas and nginx on 127.0.0.1, readiness,
-  ``stack.json``, rolling restarts, cleanup on every failure path.
+  ``stack.json``, rolling restarts without nginx reloads, cleanup on every failure path.
+
+The rolling-restart sequence, and why it needs no nginx reload: docs/architecture.md, sections
+"Local stack and rolling restart" and "A draining replica stops listening".
 """
 
 from __future__ import annotations
