@@ -15,7 +15,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_arena_scale.middleware.ProbeMiddleware",
     "django_arena_scale.middleware.DependencyErrorMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django_arena_scale.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]

@@ -104,11 +104,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so probes are answered before host validation, redirects, sessions or auth.
     "django_arena_scale.middleware.ProbeMiddleware",
-    # Second, so it wraps the session save: a dead or full Redis (or database) gives a 503
-    # {"error": "dependency_unavailable"} to the requests that need it, not a 500.
+    # A view that meets a dead or full Redis (or database) answers 503
+    # {"error": "dependency_unavailable"}, not a 500 (process_exception).
     "django_arena_scale.middleware.DependencyErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's SessionMiddleware, plus the same 503 when saving the session after the view fails.
+    "django_arena_scale.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

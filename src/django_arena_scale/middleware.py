@@ -1,31 +1,34 @@
-"""``ProbeMiddleware`` and ``DependencyErrorMiddleware``.
+"""``ProbeMiddleware``, ``DependencyErrorMiddleware`` and ``SessionMiddleware``.
 
 ``ProbeMiddleware``: put it first in ``MIDDLEWARE``.  It answers exactly ``<prefix>live``,
 ``health``, ``ready`` and ``status`` (with or without the trailing slash) for GET and HEAD
 (other methods get 405), so host validation, HTTPS redirects, login requirements, locale
 redirects and throttling never see a probe.  Any other request costs one dict lookup.
 
-``DependencyErrorMiddleware``: put it right after ``ProbeMiddleware``, so that it wraps
-``SessionMiddleware`` and everything else.  A request that fails because a shared dependency
-is down (Redis refused, timed out, loading, full, read-only; the database unreachable) gets
-``503 {"error": "dependency_unavailable", "dependency": "redis"}`` with ``Retry-After`` and
-``Cache-Control: no-store`` instead of a 500, and one log line with the exception.
+A request that fails because a shared dependency is down (Redis refused, timed out, loading,
+full, read-only; the database unreachable) gets ``503 {"error": "dependency_unavailable",
+"dependency": "redis"}`` with ``Retry-After`` and ``Cache-Control: no-store`` instead of a 500,
+and one WARNING log line with the exception.  Two middleware cover the two places it happens:
 
-Both work under WSGI and ASGI.
+- ``DependencyErrorMiddleware`` (right after ``ProbeMiddleware``): exceptions raised by the
+  view, through ``process_exception``.
+- ``SessionMiddleware`` (in place of ``django.contrib.sessions.middleware.SessionMiddleware``,
+  a subclass of it): the session save after the view, in ``process_response``.
+
+All of them work under WSGI and ASGI.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Awaitable, Callable
-from types import FrameType
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.core.signals import got_request_exception
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.log import log_response
 
 from django_arena_scale.health import service
 
@@ -95,13 +98,16 @@ RETRY_AFTER = 5
 # Redis error replies (first word) that mean "the server cannot serve this now", as redis-py
 # raises them as a plain ResponseError when it has no class for them.
 _REDIS_UNAVAILABLE_REPLIES = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "BUSY", "CLUSTERDOWN")
-_GUARD = "_arena_scale_dependency_guard"
 dependency_logger = logging.getLogger("django_arena_scale.dependencies")
-_LOGGED = "_arena_scale_dependency_logged"
 
 
 class DependencyUnavailable(Exception):
-    """A request met a failed dependency; carries it through Django's exception conversion."""
+    """A dependency of the application's own is unavailable: answer the same 503.
+
+    Raise it from a view (``raise DependencyUnavailable("search", exc) from exc``) to get
+    ``503 {"error": "dependency_unavailable", "dependency": "search"}`` from
+    ``DependencyErrorMiddleware``, logged like a Redis or database outage.
+    """
 
     def __init__(self, dependency: str, original: BaseException) -> None:
         super().__init__(dependency)
@@ -172,61 +178,36 @@ def dependency_unavailable_response(dependency: str) -> HttpResponse:
     return response
 
 
-def _exception_being_converted() -> BaseException | None:
-    """The exception ``got_request_exception`` is being sent for.
+def _unavailable(request: HttpRequest, dependency: str, exc: BaseException) -> HttpResponse:
+    """The 503 for ``request``, logged once at WARNING with ``exc``.
 
-    Under WSGI that is ``sys.exc_info()``.  Under ASGI Django calls ``response_for_exception``
-    in a worker thread, outside the ``except`` block, so the exception is taken from that
-    function's ``exc`` argument (the signal's caller, a few frames up).
+    ``log_response`` is how Django logs a response once: the handler's own call for this
+    response (an ERROR "Service Unavailable", which the default logging mails to the admins)
+    then does nothing.
     """
-    exc = sys.exc_info()[1]
-    if exc is not None:
-        return exc
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(8):
-        if frame is None:
-            break
-        if frame.f_code.co_name == "response_for_exception":
-            found = frame.f_locals.get("exc")
-            return found if isinstance(found, BaseException) else None
-        frame = frame.f_back
-    return None
-
-
-def _on_request_exception(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
-    """Re-raise a dependency failure past Django's conversion of it into a 500.
-
-    Django turns an exception raised by a middleware (``SessionMiddleware`` saving the
-    session after the view) into a 500 response before any outer middleware sees it; the one
-    hook on that path is this signal, sent just before.  Only for requests that
-    ``DependencyErrorMiddleware`` wraps: it catches :class:`DependencyUnavailable` and answers
-    503, and Django neither logs a 500 nor mails the admins for it.  Receivers connected
-    before this one (error trackers set up in ``settings.py``) still see the exception.
-    """
-    if request is None or not getattr(request, _GUARD, False):
-        return
-    exc = _exception_being_converted()
-    if exc is None:
-        return
-    if isinstance(exc, DependencyUnavailable):
-        raise exc
-    dependency = dependency_of(exc)
-    if dependency is not None:
-        raise DependencyUnavailable(dependency, exc) from exc
-
-
-got_request_exception.connect(
-    _on_request_exception, dispatch_uid="django_arena_scale.middleware.dependency_errors"
-)
+    response = dependency_unavailable_response(dependency)
+    log_response(
+        "%s %s: dependency %s unavailable; answered 503.",
+        request.method,
+        request.path,
+        dependency,
+        response=response,
+        request=request,
+        logger=dependency_logger,
+        level="warning",
+        exception=exc,
+    )
+    return response
 
 
 class DependencyErrorMiddleware:
-    """Answer 503 ``dependency_unavailable`` when a request meets a failed Redis or database.
+    """Answer 503 ``dependency_unavailable`` when a view meets a failed Redis or database.
 
-    Put it right after ``ProbeMiddleware``.  Exceptions raised by the view reach
-    :meth:`process_exception`; exceptions raised by inner middleware (saving the session)
-    come back as :class:`DependencyUnavailable` through ``got_request_exception``.  Other
-    exceptions are left to Django (500, logged as usual).
+    Put it right after ``ProbeMiddleware``.  Exceptions raised by the view (also while its
+    ``TemplateResponse`` renders) reach :meth:`process_exception`, Django's public hook for
+    them; middleware below it that define one of their own are asked first.  The session save
+    after the view is :class:`SessionMiddleware`'s part.  Other exceptions are left to Django
+    (500, logged as usual).
     """
 
     sync_capable = True
@@ -244,41 +225,37 @@ class DependencyErrorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
             return self.__acall__(request)
-        setattr(request, _GUARD, True)
-        try:
-            response: HttpResponseBase = self.get_response(request)
-        except DependencyUnavailable as exc:
-            return self._unavailable(request, exc.dependency, exc.original)
+        response: HttpResponseBase = self.get_response(request)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        setattr(request, _GUARD, True)
-        try:
-            response: HttpResponseBase = await self.get_response(request)
-        except DependencyUnavailable as exc:
-            return self._unavailable(request, exc.dependency, exc.original)
+        response: HttpResponseBase = await self.get_response(request)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         dependency = dependency_of(exception)
         if dependency is None:
             return None
-        return self._unavailable(request, dependency, exception)
+        return _unavailable(request, dependency, exception)
 
-    def _unavailable(
-        self, request: HttpRequest, dependency: str, exc: BaseException
-    ) -> HttpResponse:
-        if not getattr(request, _LOGGED, False):
-            setattr(request, _LOGGED, True)
-            dependency_logger.warning(
-                "%s %s: dependency %s unavailable; answered 503.",
-                request.method,
-                request.path,
-                dependency,
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-        response = dependency_unavailable_response(dependency)
-        # Logged above with the exception: Django's handler need not log "Service Unavailable"
-        # again (django.utils.log.log_response skips responses marked like this).
-        response._has_been_logged = True  # type: ignore[attr-defined]
-        return response
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's ``SessionMiddleware``, with a failed session store answered 503.
+
+    Use it in place of ``django.contrib.sessions.middleware.SessionMiddleware``, at the same
+    position.  Django saves a modified session after the view, in ``process_response``; when the
+    store (the sessions Redis, the database) fails there, the request gets the same ``503
+    dependency_unavailable`` as a view that meets it, instead of the 500 Django makes of the
+    exception before any outer middleware sees it.  Any other exception (``SessionInterrupted``,
+    a bug) is raised unchanged.  A subclass, so whatever looks for Django's (the admin's
+    ``admin.E410`` check) still finds it.
+    """
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        try:
+            return super().process_response(request, response)
+        except Exception as exc:
+            dependency = dependency_of(exc)
+            if dependency is None:
+                raise
+            return _unavailable(request, dependency, exc)

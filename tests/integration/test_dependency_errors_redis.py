@@ -1,11 +1,13 @@
 """A dead or full sessions Redis under a real gunicorn and uvicorn: the example project.
 
-Requests that need the session (login) get a fast, clear 503 ``dependency_unavailable`` from
-``DependencyErrorMiddleware``; requests that need no session (``/api/ping/``) answer 200;
-``/ready/`` stays 200 (a shared dependency does not take the replica out); ``/status/``
-shows the Redis check failing.  Also in-process with Django's handler and a real
-redis-server, for the path where the failure happens while SessionMiddleware saves the
-session after the view.
+Requests that need the session get a fast, clear 503 ``dependency_unavailable``: the login
+from ``DependencyErrorMiddleware`` (the session is created in the view), a logged-in POST to
+a full Redis from the package's ``SessionMiddleware`` (the session is saved after the view).
+Each 503 is logged once at WARNING and never as Django's "Service Unavailable" or "Internal
+Server Error".  Requests that need no session (``/api/ping/``) answer 200; ``/ready/`` stays
+200 (a shared dependency does not take the replica out); ``/status/`` shows the Redis check
+failing.  Also in-process with Django's handler (WSGI and ASGI) and a real redis-server, for
+the session save after the view.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import httpx
 import pytest
 import redis
 from django.http import HttpRequest, JsonResponse
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.urls import path
 
 from django_arena_scale.health.builtin import memory_status, redis_checks
@@ -87,6 +89,19 @@ def example_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+class Answered503:
+    """Counts the ``dependency_unavailable`` 503s a client received (an httpx response hook)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, response: httpx.Response) -> None:
+        if response.status_code == 503:
+            response.read()
+            if response.json().get("error") == "dependency_unavailable":
+                self.count += 1
+
+
 @pytest.fixture(params=["gunicorn", "uvicorn"])
 def served(
     request: pytest.FixtureRequest, example_db: Path, fresh_redis: RedisServer, tmp_path: Path
@@ -97,11 +112,26 @@ def served(
         ARENA_SCALE_STATUS_TOKEN=TOKEN,
         ARENA_SCALE_CHECK_CACHE_TTL="0.2",
     )
+    answered = Answered503()
     with (
         ExampleServer(request.param, env, tmp_path / "server.log") as server,
-        httpx.Client(base_url=server.url, timeout=5.0) as client,
+        httpx.Client(
+            base_url=server.url, timeout=5.0, event_hooks={"response": [answered]}
+        ) as client,
     ):
+        client.answered_503 = answered  # type: ignore[attr-defined]
         yield server, client
+
+
+def _log_of_503s(server: ExampleServer, client: httpx.Client) -> tuple[int, int, int, int]:
+    """(503s received, WARNING lines for them, Django 'Service Unavailable' / 500 lines)."""
+    log = server.log_path.read_text(errors="replace")
+    return (
+        client.answered_503.count,  # type: ignore[attr-defined]
+        log.count("unavailable; answered 503."),
+        log.count("Service Unavailable: /"),
+        log.count("Internal Server Error"),
+    )
 
 
 def _redis_checks(client: httpx.Client) -> dict[str, tuple[str, str | None]]:
@@ -116,6 +146,13 @@ def _redis_checks(client: httpx.Client) -> dict[str, tuple[str, str | None]]:
 def _login(client: httpx.Client) -> httpx.Response:
     client.cookies.clear()
     return client.post("/auth/login/", json=CREDENTIALS)
+
+
+def _post_message(client: httpx.Client, csrf_token: str) -> httpx.Response:
+    """A logged-in POST: the view adds to the session, SessionMiddleware saves it after."""
+    return client.post(
+        "/api/messages/", json={"text": "hello"}, headers={"X-CSRFToken": csrf_token}
+    )
 
 
 def _shape(response: httpx.Response) -> tuple[int, Any, str | None, str | None, str]:
@@ -153,9 +190,11 @@ def test_sessions_redis_killed(
     fresh_redis.start()
     _wait_until(lambda: _login(client).status_code == 200, 15, "login works after restart")
 
+    logged = _log_of_503s(server, client)
     assert before == 200
     assert _shape(login) == EXPECTED_503
     assert ("Error" in login.text, "Traceback" in login.text) == (False, False)
+    assert (logged[0] >= 1, logged[1:]) == (True, (logged[0], 0, 0))
     assert (ping.status_code, ping.json()) == (200, {"pong": True})
     assert (ready.status_code, ready.json()) == (200, {"status": "pass"})
     assert (len(checks) > 0, set(checks.values())) == (True, {("fail", "unavailable")})
@@ -164,26 +203,38 @@ def test_sessions_redis_killed(
 def test_sessions_redis_full(
     served: tuple[ExampleServer, httpx.Client], fresh_redis: RedisServer
 ) -> None:
-    """Redis at maxmemory with noeviction: login 503, ping 200, /status/ Redis unavailable."""
+    """Redis at maxmemory with noeviction: login 503; a logged-in POST, whose session save
+    after the view is refused, 503 too; ping 200, /status/ Redis unavailable."""
     server, client = served
-    before = _login(client).status_code
+    before = _login(client)
+    token = before.json()["csrf_token"]
+    post_before = _post_message(client, token)
     limit = fill(fresh_redis)
     _wait_until(
         lambda: any(s[0] == "fail" for s in _redis_checks(client).values()),
         10,
         "/status/ shows the full Redis failing",
     )
+    # Reading the session still works on a full Redis; saving it is refused.
+    post = _post_message(client, token)
     login = _login(client)
     ping = client.get("/api/ping/")
     ready = client.get("/ready/")
     checks = _redis_checks(client)
-    print(f"[{server.kind}] Redis over maxmemory {limit}: login {login.status_code}")
+    print(
+        f"[{server.kind}] Redis over maxmemory {limit}: POST {post.status_code}, "
+        f"login {login.status_code}"
+    )
     unfill(fresh_redis)
     _wait_until(lambda: _login(client).status_code == 200, 15, "login works after unfill")
+    logged = _log_of_503s(server, client)
 
-    assert before == 200
+    assert (before.status_code, post_before.status_code) == (200, 201)
+    assert _shape(post) == EXPECTED_503
+    assert "OOM" not in post.text
     assert _shape(login) == EXPECTED_503
     assert "OOM" not in login.text
+    assert (logged[0] >= 2, logged[1:]) == (True, (logged[0], 0, 0))
     assert (ping.status_code, ping.json()) == (200, {"pong": True})
     assert (ready.status_code, ready.json()) == (200, {"status": "pass"})
     assert (len(checks) > 0, set(checks.values())) == (True, {("fail", "unavailable")})
@@ -220,7 +271,7 @@ def sessions_on(settings: Any, fresh_redis: RedisServer) -> RedisServer:
         "django_arena_scale.middleware.ProbeMiddleware",
         "django_arena_scale.middleware.DependencyErrorMiddleware",
         "django.middleware.security.SecurityMiddleware",
-        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django_arena_scale.middleware.SessionMiddleware",
     ]
     return fresh_redis
 
@@ -237,6 +288,24 @@ def test_session_save_after_view_dead_redis(sessions_on: RedisServer) -> None:
     sessions_on.kill()
     after = _in_process(client, "/write-session/")
     assert (before, after, _in_process(client, "/ping/")) == (
+        (200, {"ok": True}),
+        (503, REDIS_503),
+        (200, {"pong": True}),
+    )
+
+
+async def test_session_save_after_view_dead_redis_under_asgi(sessions_on: RedisServer) -> None:
+    """Under ASGI (SessionMiddleware's process_response runs in a worker thread): 503 too."""
+    client = AsyncClient()
+
+    async def get(url: str) -> tuple[int, Any]:
+        response = await client.get(url)
+        return response.status_code, json.loads(response.content)
+
+    before = await get("/write-session/")
+    sessions_on.kill()
+    after = await get("/write-session/")
+    assert (before, after, await get("/ping/")) == (
         (200, {"ok": True}),
         (503, REDIS_503),
         (200, {"pong": True}),
