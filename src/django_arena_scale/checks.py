@@ -6,7 +6,9 @@ ones about running several replicas.  No check raises: a bad value is reported, 
 
 Always (``check`` and ``check --deploy``):
 
-- ``E001`` ProbeMiddleware is in ``MIDDLEWARE`` but not first.
+- ``E001`` ProbeMiddleware is in ``MIDDLEWARE`` but not first.  ``W003``
+  DependencyErrorMiddleware is in ``MIDDLEWARE`` with Django's own SessionMiddleware instead of
+  the package's (a failed session save after the view stays a 500).
 - ``E002`` an ``ARENA_SCALE_*`` setting has the wrong type.
 - ``W002`` an ``ARENA_SCALE_*`` name is unknown (with a "did you mean").
 - ``E003`` a Redis URL in ``CACHES``, ``CHANNEL_LAYERS`` or ``ARENA_SCALE_BREAKER_REDIS_URL``
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
 
 TAG = "django_arena_scale"
 PROBE_MIDDLEWARE = "django_arena_scale.middleware.ProbeMiddleware"
+SESSION_MIDDLEWARE = "django_arena_scale.middleware.SessionMiddleware"
 # Caches whose content lives in one process or on one machine, i.e. per replica.
 PER_PROCESS_CACHES = {
     "django.core.cache.backends.locmem.LocMemCache": "LocMemCache",
@@ -230,6 +233,48 @@ def check_probe_middleware_present(app_configs: Any = None, **kwargs: Any) -> Me
             hint=f"Add {PROBE_MIDDLEWARE!r} as the first entry of MIDDLEWARE.",
             id="django_arena_scale.W001",
         )
+    ]
+
+
+def _middleware_class(entry: Any) -> Any:
+    """The class a MIDDLEWARE entry names, or None (Django reports one it cannot import)."""
+    if not isinstance(entry, str):
+        return None
+    try:
+        from django.utils.module_loading import import_string
+
+        return import_string(entry)
+    except Exception:
+        return None
+
+
+@register(TAG)
+@_safe
+def check_session_middleware(app_configs: Any = None, **kwargs: Any) -> Messages:
+    middleware = _setting("MIDDLEWARE", [])
+    if not isinstance(middleware, (list, tuple)):
+        return []
+    from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+
+    from django_arena_scale.middleware import DependencyErrorMiddleware
+
+    classes = [_middleware_class(entry) for entry in middleware]
+    if not any(isinstance(c, type) and issubclass(c, DependencyErrorMiddleware) for c in classes):
+        return []
+    return [
+        Warning(
+            f"MIDDLEWARE has DependencyErrorMiddleware but saves sessions with Django's own "
+            f"SessionMiddleware (entry {index + 1}, {entry!r}): when the sessions Redis or the "
+            f"database fails while the session is saved after the view, the request gets a "
+            f"500, not the 503 dependency_unavailable (Django turns that exception into a 500 "
+            f"before DependencyErrorMiddleware sees it).",
+            hint=f"Replace {entry!r} with {SESSION_MIDDLEWARE!r} in MIDDLEWARE, at the same "
+            f"place (a subclass of Django's that answers the 503).",
+            obj="MIDDLEWARE",
+            id="django_arena_scale.W003",
+        )
+        for index, (entry, cls) in enumerate(zip(middleware, classes, strict=True))
+        if cls is DjangoSessionMiddleware
     ]
 
 
