@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from typing import Any
 
 import pytest
+import tenacity
 
 from django_arena_scale.resilience import (
     BreakerEvent,
+    _shapes,
     add_listener,
     llm_call,
     remove_listener,
@@ -98,3 +101,52 @@ async def test_guard_async_cancel_during_backoff_ends_call() -> None:
             await task
         assert get_breaker("p").counters.fallbacks == 0
     assert script.targets == ["p"]
+
+
+def test_guard_retryer_only_after_retryable_failure(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call whose first attempt succeeds builds no tenacity retryer; each retrying call one."""
+    built: list[tenacity.Retrying] = []
+
+    class Counting(tenacity.Retrying):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(_shapes, "Retrying", Counting)
+    script = Script(Status(503), Status(503))
+    g = guard(clock, max_attempts=3, deadline=100)(script)
+    assert g() == "ok"  # two retries, one retryer (it sleeps through the guard's sleep)
+    assert (len(built), clock.sleeps) == (1, [0.25, 0.5])
+    assert g() == "ok"
+    assert len(built) == 1
+    script.errors.append(Status(429))
+    assert g() == "ok"
+    assert len(built) == 2
+    assert built[0] is not built[1]
+
+
+async def test_guard_async_retryer_only_after_retryable_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Async calls retry through a fresh AsyncRetrying, built only after a failure."""
+    built: list[tenacity.AsyncRetrying] = []
+
+    class Counting(tenacity.AsyncRetrying):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(_shapes, "AsyncRetrying", Counting)
+    clock = FakeClock()
+    with isolated_registry(clock):
+        script = Script(Status(503))
+
+        @llm_call("p", clock=clock, async_sleep=clock.async_sleep, random=lambda: 0.5)
+        async def fn() -> str:
+            return str(script())
+
+        assert await fn() == "ok"
+        assert await fn() == "ok"
+    assert (len(built), clock.sleeps, script.calls) == (1, [0.25], 3)

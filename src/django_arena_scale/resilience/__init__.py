@@ -46,6 +46,13 @@ from django_arena_scale.resilience._classify import (
     Verdict,
     default_classifier,
 )
+from django_arena_scale.resilience._context import (
+    AttemptContext,
+    Target,
+    current_attempt,
+    current_attempt_timeout,
+    current_target,
+)
 from django_arena_scale.resilience._errors import (
     AttemptTimeout,
     DeadlineExceeded,
@@ -59,15 +66,7 @@ from django_arena_scale.resilience._errors import (
     StreamInterrupted,
 )
 from django_arena_scale.resilience._events import BreakerEvent, add_listener, remove_listener
-from django_arena_scale.resilience._guard import (
-    AttemptContext,
-    LLMGuard,
-    Target,
-    current_attempt,
-    current_attempt_timeout,
-    current_target,
-    llm_call,
-)
+from django_arena_scale.resilience._guard import LLMGuard, llm_call
 from django_arena_scale.resilience._policy import llm_test_mode, set_testing
 from django_arena_scale.resilience._registry import configure, reset
 from django_arena_scale.resilience.status import breaker_status
