@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from django_arena_scale import checks
+from django_arena_scale.checks import safe
 from django_arena_scale.conf import SETTINGS
 from django_arena_scale.health import register_check, unregister_check
 from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
@@ -45,6 +48,21 @@ def run_ours(*, deploy: bool = True) -> list[CheckMessage]:
 
 
 # --- registration -------------------------------------------------------------------------------
+
+
+def test_checks_every_id_is_tested() -> None:
+    """Each id the check modules define is asserted by some unit test."""
+    package = Path(checks.__file__).parent
+    sources = [*package.glob("*.py"), package.parent / "deploy" / "checks.py"]
+    pattern = r'id="(django_arena_scale\.[EW]\d{3})"'
+    defined = {i for path in sources for i in re.findall(pattern, path.read_text("utf-8"))}
+    tests = "".join(
+        path.read_text("utf-8")
+        for path in Path(__file__).parent.glob("test_*.py")
+        if path.name != "test_readme.py"
+    )
+    assert len(defined) > 30
+    assert sorted(i for i in defined if f'"{i}"' not in tests) == []
 
 
 def test_checks_test_settings_are_clean() -> None:
@@ -586,7 +604,7 @@ def test_check_w040_reads_the_databases_setting() -> None:
 def test_check_w099_unexpected_error_becomes_a_warning() -> None:
     """A check that hits an unexpected error reports W099 instead of raising."""
 
-    @checks._safe
+    @safe
     def broken(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         raise RuntimeError("secret-in-message")
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.checks import CheckMessage, run_checks
@@ -10,7 +15,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_arena_scale import checks
-from django_arena_scale.deploy import k8s
+from django_arena_scale.deploy import RENDERERS, k8s
+from django_arena_scale.deploy import checks as deploy_checks
 from django_arena_scale.deploy.spec import DeploymentSpec
 
 DEFAULT_SPEC = DeploymentSpec()
@@ -332,3 +338,42 @@ def test_check_w055_needs_staticfiles() -> None:
     apps = [app for app in WITH_STATICFILES if app != "django.contrib.staticfiles"]
     with override_settings(**{**STATIC_OK, "INSTALLED_APPS": apps, "STATIC_URL": "/assets/"}):
         assert checks.check_deploy_static_files() == []
+
+
+# --- where the deployment checks live ------------------------------------------------------------
+
+
+def test_checks_deploy_checks_read_the_spec_not_the_renderers() -> None:
+    """The check modules import no renderer: they compare the spec's data with the settings."""
+    renderers = {name for names in RENDERERS.values() for name in names}
+    sources = [Path(deploy_checks.__file__), *Path(checks.__file__).parent.glob("*.py")]
+    imported: set[str] = set()
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+    assert "django_arena_scale.deploy.spec" in imported
+    assert sorted(imported & renderers) == []
+
+
+def test_checks_deploy_checks_importable_first() -> None:
+    """Importing django_arena_scale.deploy.checks before the package registers all the checks."""
+    code = (
+        "import django_arena_scale.deploy.checks\n"
+        "import django\n"
+        "django.setup()\n"
+        "from django.core.checks import run_checks\n"
+        "from django.test.utils import override_settings\n"
+        "from django_arena_scale.checks import TAG, check_deploy_spec\n"
+        "with override_settings(ARENA_SCALE_DEPLOY={'replicas': 0}):\n"
+        "    print({m.id for m in run_checks(tags=[TAG], include_deployment_checks=True)})\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "django_arena_scale.W050" in done.stdout

@@ -1,4 +1,4 @@
-"""README.md stays in step with the code: the settings table and the two commands."""
+"""README.md stays in step with the code: the settings and system-check tables, the commands."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def test_readme_lists_every_setting() -> None:
     """Every ARENA_SCALE_* setting of the registry appears in the README."""
     missing = [s.full_name for s in SETTINGS.values() if f"`{s.full_name}`" not in README]
     assert missing == []
+
+
+def _check_ids_in_code() -> list[str]:
+    """Every django_arena_scale.E0NN / W0NN id the check modules define."""
+    package = ROOT / "src/django_arena_scale"
+    files = [*sorted((package / "checks").glob("*.py")), package / "deploy/checks.py"]
+    pattern = r'id="django_arena_scale\.([EW]\d{3})"'
+    return sorted({i for path in files for i in re.findall(pattern, path.read_text("utf-8"))})
+
+
+def test_readme_system_checks_table_lists_every_id() -> None:
+    """The "System checks" table has one row per id the code defines, and no other."""
+    section = README.split("\n## System checks\n", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `([EW]\d{3})` \|", section, flags=re.M)
+    assert len(documented) == len(set(documented))
+    assert sorted(documented) == _check_ids_in_code()
+    assert len(documented) > 30
 
 
 def test_readme_first_commands_are_scripts_that_exist() -> None:

@@ -24,7 +24,13 @@ from typing import Any
 
 from django_arena_scale._redact import looks_secret
 from django_arena_scale.deploy import server
-from django_arena_scale.deploy.spec import MAX_REPLICAS, NEXT_UPSTREAM, DeploymentSpec
+from django_arena_scale.deploy.spec import (
+    K8S_DRAIN_DIR,
+    K8S_DRAIN_FILE,
+    MAX_REPLICAS,
+    NEXT_UPSTREAM,
+    DeploymentSpec,
+)
 
 __all__ = [
     "APP_UID",
@@ -40,10 +46,9 @@ __all__ = [
     "termination_grace_seconds",
 ]
 
-#: Where the preStop hook writes the drain file: an in-memory emptyDir (the root file system is
-#: read-only), shared by every worker process of the container.
-DRAIN_DIR = "/var/run/arena-scale"
-DRAIN_FILE = f"{DRAIN_DIR}/drain"
+#: Where the preStop hook writes the drain file (declared with the spec, which the checks read).
+DRAIN_DIR = K8S_DRAIN_DIR
+DRAIN_FILE = K8S_DRAIN_FILE
 #: The container user of the generated Dockerfile.
 APP_UID = 10001
 MANAGED_BY = "django-arena-scale"

@@ -75,6 +75,11 @@ API_UPSTREAM = "django_backend"
 STREAM_UPSTREAM = "django_streaming"
 #: Seconds added on top of drain + graceful before the orchestrator sends SIGKILL.
 STOP_GRACE_MARGIN = 5
+#: The generated Kubernetes pods' drain file (their ARENA_SCALE_DRAIN_FILE, which the preStop
+#: hook's ``manage.py drain on`` writes): an in-memory emptyDir, since the root file system is
+#: read-only, shared by every worker process of the container.
+K8S_DRAIN_DIR = "/var/run/arena-scale"
+K8S_DRAIN_FILE = f"{K8S_DRAIN_DIR}/drain"
 #: When nginx (and ingress-nginx) tries the next replica and counts a failure (max_fails):
 #: transport failures only.  A status the application chose to send (a provider's 502, an
 #: open breaker's 503, a 503 for a dead shared dependency) is the answer, never a replica

@@ -1,7 +1,7 @@
 """Which checks exist: built-ins from the settings, ``ARENA_SCALE_CHECKS`` and ``@register_check``.
 
 :func:`duplicate_check_names` and :func:`invalid_check_paths` are what the system checks call
-(``checks.py``) to report configuration mistakes; at probe time a dotted path that cannot be
+(E004, E005) to report configuration mistakes; at probe time a dotted path that cannot be
 imported becomes a check that fails with ``error`` instead of raising.
 """
 
@@ -112,7 +112,7 @@ def _load_path(path: Any) -> list[Check]:
 
 
 def invalid_check_paths() -> dict[str, str]:
-    """``ARENA_SCALE_CHECKS`` entries that cannot be loaded, mapped to why (for checks.py)."""
+    """``ARENA_SCALE_CHECKS`` entries that cannot be loaded, mapped to why (for E005)."""
     from django_arena_scale.conf import conf
 
     problems: dict[str, str] = {}
