@@ -200,16 +200,42 @@ class ListenerDrainWatcher:
             os.kill(os.getpid(), signal.SIGHUP)
 
 
-def stop_listening(worker: Any) -> int:
+def master_holds(sockets: Any) -> bool:
+    """Whether this worker's parent (the gunicorn master) still has one of ``sockets`` open.
+
+    A listening socket stops accepting only when its last descriptor closes, and the
+    connections queued in it at that moment are reset (after the client, nginx, already sent
+    its request).  So the master closes its copy first and each worker keeps accepting until
+    then; the last worker to close has just swept the queue.  Linux ``/proc``; where it
+    cannot be read the answer is False (do not wait).
+    """
+    try:
+        targets = {f"socket:[{os.fstat(sock.fileno()).st_ino}]" for sock in sockets}
+        fd_dir = f"/proc/{os.getppid()}/fd"
+        for name in os.listdir(fd_dir):
+            try:
+                if os.readlink(f"{fd_dir}/{name}") in targets:
+                    return True
+            except OSError:
+                continue
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def stop_listening(worker: Any) -> int | None:
     """Close a gthread worker's listening sockets, serving what the kernel already queued.
 
-    Returns how many queued connections were accepted first.  Runs in the worker's main loop
-    (the only thread that touches its poller).  Other worker classes are left alone (the
-    uvicorn worker stops listening in its server, see ``lifecycle.uvicorn``).
+    Returns how many queued connections were accepted first, or None while the master still
+    holds the sockets (try again on the next loop turn: see :func:`master_holds`).  Runs in
+    the worker's main loop (the only thread that touches its poller).  Other worker classes
+    are left alone (the uvicorn worker stops listening in its server, ``lifecycle.uvicorn``).
     """
     sockets = list(getattr(worker, "sockets", None) or [])
     if not sockets or not hasattr(worker, "set_accept_enabled"):
         return 0
+    if master_holds(sockets):
+        return None
     accepted = 0
     for listener in sockets:
         for _ in range(_ACCEPT_SWEEP_LIMIT):
@@ -260,15 +286,19 @@ def _beat_on_notify(worker: Any) -> None:
 
     def notify() -> None:
         lifecycle.heartbeat()
-        draining_now = gthread and not getattr(worker, "_arena_draining", False)
-        if draining_now and lifecycle.state is State.DRAINING:
+        listening = gthread and not getattr(worker, "_arena_listening_stopped", False)
+        if listening and (
+            getattr(worker, "_arena_draining", False) or lifecycle.state is State.DRAINING
+        ):
             worker._arena_draining = True
             swept = stop_listening(worker)
-            logger.info(
-                "Worker %s draining: stopped listening (%d queued connection(s) served).",
-                getattr(worker, "pid", "?"),
-                swept,
-            )
+            if swept is not None:
+                worker._arena_listening_stopped = True
+                logger.info(
+                    "Worker %s draining: stopped listening (%d queued connection(s) served).",
+                    getattr(worker, "pid", "?"),
+                    swept,
+                )
         original()
 
     notify._arena_heartbeat = True  # type: ignore[attr-defined]

@@ -16,13 +16,19 @@ else the deprecated ``uvicorn.workers`` module.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+import os
 import signal
+import socket
 import warnings
 from types import FrameType
 from typing import Any
 
 from uvicorn.server import Server
 
+from django_arena_scale.lifecycle.gunicorn import master_holds
 from django_arena_scale.lifecycle.state import State, get_lifecycle
 
 try:
@@ -40,6 +46,10 @@ __all__ = [
     "graceful_shutdown_timeout",
 ]
 
+logger = logging.getLogger("django_arena_scale.lifecycle")
+
+#: At most this many queued connections are served by a worker that stops listening.
+_ACCEPT_SWEEP_LIMIT = 1024
 #: Seconds of ``graceful_timeout`` kept for the shutdown hooks after uvicorn stops.
 HOOK_MARGIN = 1.0
 #: uvicorn's ``ws_max_size`` under :class:`UvicornWorker`: 64 KiB (uvicorn's default is 16 MiB).
@@ -80,13 +90,24 @@ class DrainingServer(Server):
             # Leaving on its own (max_requests): streams must end with a reconnect event too.
             lifecycle.begin_drain()
         elif not self.listening_stopped and lifecycle.state is State.DRAINING:
-            self.stop_listening()
+            await self.stop_listening()
         return should_exit
 
-    def stop_listening(self) -> None:
-        """Close the listening sockets; busy connections close after their response."""
+    async def stop_listening(self) -> None:
+        """Close the listening sockets; busy connections close after their response.
+
+        Waits (returns, to be called again on the next tick) while the gunicorn master still
+        holds the sockets, so that this worker accepts until the master closed its copy; then
+        serves what the kernel already queued and closes them.
+        """
+        servers = list(getattr(self, "servers", []))
+        sockets = [sock for server in servers for sock in (server.sockets or ())]
+        if sockets and master_holds(sockets):
+            return
         self.listening_stopped = True
-        for server in getattr(self, "servers", []):
+        for sock in sockets:
+            await self._serve_queued(sock)
+        for server in servers:
             server.close()
         for connection in list(self.server_state.connections):
             cycle: Any = getattr(connection, "cycle", _NO_CYCLE)
@@ -95,8 +116,33 @@ class DrainingServer(Server):
             elif cycle is not None and not cycle.response_complete:
                 cycle.keep_alive = False
 
+    async def _serve_queued(self, listener: Any) -> None:
+        """Accept the connections queued in ``listener`` and serve them like any other."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        sweeper = socket.socket(fileno=os.dup(listener.fileno()))
+        try:
+            sweeper.setblocking(False)
+            for _ in range(_ACCEPT_SWEEP_LIMIT):
+                try:
+                    conn, _ = sweeper.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=self.server_state, app_state=self.lifespan.state
+                )
+                await loop.connect_accepted_socket(functools.partial(_same, protocol), conn)
+        except OSError:
+            logger.warning("Could not serve the connections queued at drain.", exc_info=True)
+        finally:
+            sweeper.close()
+
 
 _NO_CYCLE = object()
+
+
+def _same(protocol: asyncio.Protocol) -> asyncio.Protocol:
+    return protocol
 
 
 class CloseWhileDraining:
