@@ -18,13 +18,13 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
+from django_arena_scale._redact import looks_secret
 from django_arena_scale.deploy.spec import STOP_GRACE_MARGIN, DeploymentSpec
 
 __all__ = ["CrossCheckError", "problems"]
 
 _SERVER = re.compile(r"^server (\S+?)(?::(\d+))?[ ;]", re.M)
 _LISTEN = re.compile(r"^\s*listen (?:(\S+):)?(\d+)[ ;]", re.M)
-_SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|API_KEY|CREDENTIAL", re.I)
 
 
 class CrossCheckError(ValueError):
@@ -171,7 +171,7 @@ def _compose_environment(compose: str) -> list[str]:
             in_env = False
         if in_env and ":" in stripped:
             key = stripped.split(":", 1)[0]
-            if _SECRET.search(key):
+            if looks_secret(key):
                 found.append(f"docker-compose.yml puts {key!r} inline; secrets go in env_file")
     return found
 
