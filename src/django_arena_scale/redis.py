@@ -68,9 +68,16 @@ LOCMEM_BACKEND = "django.core.cache.backends.locmem.LocMemCache"
 REDIS_CHANNEL_LAYER = "channels_redis.core.RedisChannelLayer"
 INMEMORY_CHANNEL_LAYER = "channels.layers.InMemoryChannelLayer"
 SESSION_ENGINES = {
-    "cache": "django.contrib.sessions.backends.cache",
+    # Django's cache sessions, except that a Redis outage is a 503, not an anonymous user.
+    "cache": "django_arena_scale.sessions",
     "cached_db": "django.contrib.sessions.backends.cached_db",
 }
+#: Engines that keep sessions only in a cache (an evicted or lost key logs the user out).
+CACHE_ONLY_SESSION_ENGINES = frozenset(
+    {"django.contrib.sessions.backends.cache", SESSION_ENGINES["cache"]}
+)
+#: Engines that read sessions through ``SESSION_CACHE_ALIAS``.
+CACHE_SESSION_ENGINES = CACHE_ONLY_SESSION_ENGINES | {SESSION_ENGINES["cached_db"]}
 DB_SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
 _SCHEMES = ("redis", "rediss", "unix")

@@ -173,13 +173,18 @@ def test_sessions_redis_killed(
 ) -> None:
     """Redis killed: login 503 JSON, ping 200, /ready/ 200, /status/ shows Redis failing."""
     server, client = served
-    before = _login(client).status_code
+    logged_in = _login(client)
+    before = logged_in.status_code
+    csrf_token = logged_in.json().get("csrf_token", "")
     fresh_redis.kill()
     _wait_until(
         lambda: any(s[0] == "fail" for s in _redis_checks(client).values()),
         10,
         "/status/ shows Redis failing",
     )
+    # The logged-in user's session cannot be read: 503, never "anonymous" (401/403/None).
+    whoami = client.get("/api/whoami/")
+    posted = _post_message(client, csrf_token)
     started = time.monotonic()
     login = _login(client)
     login_seconds = time.monotonic() - started
@@ -193,6 +198,7 @@ def test_sessions_redis_killed(
     logged = _log_of_503s(server, client)
     assert before == 200
     assert _shape(login) == EXPECTED_503
+    assert (_shape(whoami), _shape(posted)) == (EXPECTED_503, EXPECTED_503)
     assert ("Error" in login.text, "Traceback" in login.text) == (False, False)
     assert (logged[0] >= 1, logged[1:]) == (True, (logged[0], 0, 0))
     assert (ping.status_code, ping.json()) == (200, {"pong": True})

@@ -270,9 +270,14 @@ def test_parse_redis_url_repr_is_redacted() -> None:
 
 
 def test_redis_sessions_use_a_dedicated_cache_alias() -> None:
-    """Sessions use the cache engine on the 'sessions' alias, added to CACHES."""
+    """Sessions use the (outage-aware) cache engine on the 'sessions' alias, added to CACHES."""
+    from django.contrib.sessions.backends.cache import SessionStore as DjangoCacheStore
+
+    from django_arena_scale.sessions import SessionStore
+
     result = redis_sessions("redis://sessions:6379/0", caches=redis_cache(URL))
-    assert result["SESSION_ENGINE"] == "django.contrib.sessions.backends.cache"
+    assert result["SESSION_ENGINE"] == "django_arena_scale.sessions"
+    assert issubclass(SessionStore, DjangoCacheStore)
     assert result["SESSION_CACHE_ALIAS"] == "sessions"
     assert set(result["CACHES"]) == {"default", "sessions"}
 

@@ -20,10 +20,8 @@ from django_arena_scale.conf import PREFIX, SETTINGS, conf
 
 TAG = "django_arena_scale"
 HELPERS_HINT = "django_arena_scale.redis"
-CACHE_SESSION_ENGINES = {
-    "django.contrib.sessions.backends.cache",
-    "django.contrib.sessions.backends.cached_db",
-}
+CACHE_SESSION_ENGINES = redis_helpers.CACHE_SESSION_ENGINES
+CACHE_ONLY_SESSION_ENGINES = redis_helpers.CACHE_ONLY_SESSION_ENGINES
 
 Messages = list[CheckMessage]
 CheckFunc = Callable[..., Messages]

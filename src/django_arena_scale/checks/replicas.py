@@ -17,6 +17,7 @@ from django.core.checks import Error, Warning, register
 
 from django_arena_scale import redis as redis_helpers
 from django_arena_scale.checks._base import (
+    CACHE_ONLY_SESSION_ENGINES,
     CACHE_SESSION_ENGINES,
     HELPERS_HINT,
     TAG,
@@ -285,7 +286,7 @@ def _cache_servers(exclude: str | None) -> dict[str, tuple[str, str]]:
 @safe
 def check_sessions_share_cache_redis(app_configs: Any = None, **kwargs: Any) -> Messages:
     # cached_db keeps the database as the source of truth: an evicted copy costs one query.
-    if session_engine() != "django.contrib.sessions.backends.cache":
+    if session_engine() not in CACHE_ONLY_SESSION_ENGINES:
         return []
     alias = session_alias()
     session_servers = _servers(redis_helpers.cache_redis_urls(mapping("CACHES").get(alias, {})))
@@ -304,9 +305,7 @@ def check_sessions_share_cache_redis(app_configs: Any = None, **kwargs: Any) -> 
 @register(TAG, deploy=True)
 @safe
 def check_channels_share_cache_redis(app_configs: Any = None, **kwargs: Any) -> Messages:
-    exclude = (
-        session_alias() if session_engine() == "django.contrib.sessions.backends.cache" else None
-    )
+    exclude = session_alias() if session_engine() in CACHE_ONLY_SESSION_ENGINES else None
     caches = _cache_servers(exclude=exclude)
     return [
         W021(layer_alias, shown, caches[server][0])

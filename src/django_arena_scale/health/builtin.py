@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django_arena_scale.health.model import Check, CheckFunc, Scope, Status, Unavailable
+from django_arena_scale.redis import CACHE_SESSION_ENGINES
 
 # Socket timeouts of the dedicated channel-layer ping clients (seconds).
 PING_SOCKET_TIMEOUT = 0.5
@@ -225,10 +226,7 @@ def redis_usages() -> list[tuple[str, str, Callable[[], Any]]]:
 
     usages: list[tuple[str, str, Callable[[], Any]]] = []
     session_alias = None
-    if settings.SESSION_ENGINE in (
-        "django.contrib.sessions.backends.cache",
-        "django.contrib.sessions.backends.cached_db",
-    ):
+    if settings.SESSION_ENGINE in CACHE_SESSION_ENGINES:
         session_alias = settings.SESSION_CACHE_ALIAS
     for alias, cfg in settings.CACHES.items():
         backend = cfg.get("BACKEND", "")
