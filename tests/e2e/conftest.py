@@ -124,6 +124,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "--set", "rate_stream=2000", "--set", "burst_stream=2000",
         "--set", "conn_per_ip=5000", "--set", "max_conns=2000",
         "--set", "graceful_timeout=15", "--set", "app_graceful_timeout=10",
+        # nginx skips a replica that refused max_fails connections (a drained one) for
+        # fail_timeout; 10 s keeps rolling restarts, which wait for it, within the budget.
+        # Workers are not recycled mid-test (a recycle ends that worker's streams with the
+        # reconnect event too); tests/integration/test_drain_listening.py covers recycling.
+        "--set", "fail_timeout=10", "--set", "max_requests=1000000",
         "--env", "ARENA_TOKEN_DELAY=0.05",
         "--env", f"ARENA_SCALE_STATUS_TOKEN={STATUS_TOKEN}",
         # Readiness results are cached per process; the default 1 s plus the failing check

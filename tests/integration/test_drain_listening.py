@@ -38,7 +38,7 @@ SOON = 10.0
 class Server:
     """gunicorn with the lifecycle hooks serving example_project, 2 workers, a drain file."""
 
-    def __init__(self, tmp: Path, *, asgi: bool) -> None:
+    def __init__(self, tmp: Path, *, asgi: bool, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.drain_file = tmp / "replica.drain"
         config = tmp / "gunicorn.conf.py"
@@ -54,7 +54,7 @@ class Server:
         argv = [
             sys.executable, "-m", "gunicorn", "--config", str(config),
             "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--graceful-timeout", "5",
-            "--keep-alive", "30",
+            "--keep-alive", "30", *extra,
         ]  # fmt: skip
         if asgi:
             argv += ["--worker-class", "django_arena_scale.lifecycle.uvicorn.UvicornWorker"]
@@ -242,3 +242,51 @@ def test_no_connection_is_reset_when_the_replica_stops_listening(server: Server)
         thread.join(timeout=30)
     assert {"answered", "refused"} <= set(outcomes), outcomes
     assert set(outcomes) == {"answered", "refused"}, outcomes
+
+
+@pytest.fixture(params=["gthread", "uvicorn"])
+def recycling(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """Workers that leave after 40 requests (max_requests), with a 3 s keep-alive."""
+    extra = ("--max-requests", "40", "--max-requests-jitter", "0", "--keep-alive", "3")
+    running = Server(tmp_path, asgi=request.param == "uvicorn", extra=extra)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_recycled_workers_never_close_a_connection_under_a_request(recycling: Server) -> None:
+    """Keep-alive clients that never retry, across several worker recyclings (max_requests):
+    a leaving worker answers "Connection: close" until its keep-alive timeout instead of
+    closing connections a client may be sending on; no request fails."""
+    failures: list[str] = []
+    answered: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    stop = time.monotonic() + 8.0
+
+    def client() -> None:
+        conn = recycling.connection()
+        while time.monotonic() < stop:
+            try:
+                conn.request("GET", "/api/ping/")
+                response = conn.getresponse()
+                response.read()
+                outcome = str(response.status)
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = ""
+                with lock:
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+                conn = recycling.connection()
+            with lock:
+                answered[outcome] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    booted = recycling.log_path.read_text(errors="replace").count("Booting worker")
+    assert booted >= 4, f"no recycling happened ({booted} worker boots)"
+    assert (failures, answered["200"] > 100) == ([], True)

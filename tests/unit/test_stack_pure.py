@@ -218,3 +218,27 @@ def test_upstreams_disabled_until_reads_the_last_disable_of_that_server() -> Non
     assert upstreams.disabled_until(log, "127.0.0.1:21001", 30) == base + 31
     assert upstreams.disabled_until(log, "127.0.0.1:2100", 30) is None
     assert upstreams.disabled_until(log, "127.0.0.1:21003", 30) is None
+
+
+def test_upstreams_served_since_reads_who_answered_after_when() -> None:
+    """The access log's last $upstream_addr answered; 502/504 are nginx's own answers."""
+    import time
+
+    def line(stamp: str, status: int, upstream: str) -> str:
+        return (
+            f'127.0.0.1 - - [{stamp} +0000] "GET /api/ping/ HTTP/1.1" {status} 12 "-" "ua" '
+            f"rid=abc upstream={upstream} urt=0.001 rt=0.001"
+        )
+
+    log = "\n".join(
+        [
+            line("04/Dec/2026:09:00:00", 200, "127.0.0.1:21001"),
+            line("04/Dec/2026:09:00:05", 200, "127.0.0.1:21001, 127.0.0.1:21002"),
+            line("04/Dec/2026:09:00:06", 502, "127.0.0.1:21003"),
+        ]
+    )
+    at = time.mktime(time.strptime("04/Dec/2026:09:00:03 +0000", "%d/%b/%Y:%H:%M:%S %z"))
+    assert upstreams.served_since(log, "127.0.0.1:21002", at)
+    assert not upstreams.served_since(log, "127.0.0.1:21001", at)  # only before, or tried
+    assert not upstreams.served_since(log, "127.0.0.1:21003", at)  # nginx's 502
+    assert upstreams.served_since(log, "127.0.0.1:21001", at - 10)

@@ -255,12 +255,22 @@ def stop_listening(worker: Any) -> int | None:
 
 
 def _close_connections_on_drain(worker: Any) -> None:
-    """While draining, every response of a gthread worker closes its connection."""
+    """While draining, every response of a gthread worker closes its connection.
+
+    And a stopping gthread worker (SIGTERM, ``max_requests``) keeps its idle keep-alive
+    connections for their whole keep-alive timeout instead of gunicorn's short linger: the
+    proxy closes them first (its timeout is shorter), so none is closed from this side under
+    a request the proxy is sending.  Requests that arrive meanwhile are answered with
+    ``Connection: close`` (gunicorn does that while stopping).
+    """
     original = getattr(worker, "handle_request", None)
     if original is None or getattr(original, "_arena_drain", False):
         return
     if not hasattr(worker, "set_accept_enabled"):
         return
+    module: Any = sys.modules.get(type(worker).__module__)
+    if module is not None and hasattr(module, "STOP_KEEPALIVE_LINGER"):
+        module.STOP_KEEPALIVE_LINGER = float(getattr(worker.cfg, "keepalive", 2) or 2)
     lifecycle = get_lifecycle()
 
     def handle_request(req: Any, conn: Any) -> Any:

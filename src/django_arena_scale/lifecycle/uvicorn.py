@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import warnings
 from types import FrameType
 from typing import Any
@@ -61,6 +62,14 @@ def graceful_shutdown_timeout(graceful_timeout: float) -> float:
     return max(graceful_timeout * 0.5, graceful_timeout - HOOK_MARGIN)
 
 
+def retire_seconds(keep_alive: float, graceful: float | None) -> float:
+    """How long a leaving worker answers with ``Connection: close`` before it shuts down:
+    its own keep-alive timeout (the proxy's is shorter), within half its graceful budget."""
+    if graceful is None:
+        return float(keep_alive)
+    return max(0.0, min(float(keep_alive), graceful / 2))
+
+
 def notify_interval(worker_timeout: float, heartbeat_timeout: float) -> float:
     """How often to notify: well inside both the master's timeout and the /live/ threshold."""
     return max(0.5, min(worker_timeout / 2, heartbeat_timeout / 4))
@@ -78,6 +87,10 @@ class DrainingServer(Server):
     """
 
     listening_stopped = False
+    #: When a leaving worker stops answering (see :meth:`on_tick`); None while it stays.
+    retire_until: float | None = None
+    #: When this worker first saw the replica draining.
+    draining_since: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         get_lifecycle().begin_drain()
@@ -86,11 +99,26 @@ class DrainingServer(Server):
     async def on_tick(self, counter: int) -> bool:
         should_exit: bool = await super().on_tick(counter)
         lifecycle = get_lifecycle()
-        if should_exit:
-            # Leaving on its own (max_requests): streams must end with a reconnect event too.
+        draining = lifecycle.state is State.DRAINING
+        if draining and self.draining_since is None:
+            self.draining_since = time.monotonic()
+        if should_exit and self.retire_until is None:
+            # Leaving (max_requests, or a signal): streams end with a reconnect event, and
+            # until the proxy's idle keep-alive connections have timed out on its side (it
+            # closes them before this server's keep-alive timeout), every answer says
+            # "Connection: close".  Closing one from here could race with a request the proxy
+            # is sending on it, and a POST lost that way is not retried.  A replica drained
+            # that long before the signal leaves at once.
             lifecycle.begin_drain()
-        elif not self.listening_stopped and lifecycle.state is State.DRAINING:
+            self.config.limit_max_requests = None  # said once; uvicorn would repeat it per tick
+            since = self.draining_since or time.monotonic()
+            self.retire_until = since + retire_seconds(
+                self.config.timeout_keep_alive, self.config.timeout_graceful_shutdown
+            )
+        if not self.listening_stopped and (draining or should_exit):
             await self.stop_listening()
+        if self.retire_until is not None and not self.force_exit:
+            return time.monotonic() >= self.retire_until
         return should_exit
 
     async def stop_listening(self) -> None:

@@ -30,8 +30,10 @@ from django_arena_scale.stack.process import ManagedProcess
 
 UVICORN_WORKER = "django_arena_scale.lifecycle.uvicorn.UvicornWorker"
 HOOKS_MODULE = "django_arena_scale.lifecycle.gunicorn"
-#: Bytes at the end of nginx's error log read to learn which replicas it skips.
-_ERROR_LOG_TAIL = 256 * 1024
+#: Bytes at the end of nginx's logs read to learn which replicas it skips.
+_LOG_TAIL = 256 * 1024
+#: Seconds past nginx's fail_timeout after which a replica counts as back without evidence.
+_ADMIT_MARGIN = 3.0
 
 Out = Callable[[str], None]
 
@@ -518,7 +520,7 @@ class LocalStack:
 
         nginx sends it traffic as soon as it listens, unless nginx's passive health disabled
         it while it was down (``max_fails`` refused connections): then it rejoins after
-        ``fail_timeout`` (:meth:`admitted_at` says when).
+        ``fail_timeout`` (:meth:`admitted` says whether).
         """
         with self._lock:
             replica = self.replica(name)
@@ -552,18 +554,32 @@ class LocalStack:
                 return
             time.sleep(0.1)
 
-    def admitted_at(self, replica: Replica) -> float:
-        """Wall-clock time from which nginx's passive health no longer skips ``replica``."""
-        log = self.conf_dir / "logs" / "error.log"
+    def _log_tail(self, name: str) -> str:
+        path = self.conf_dir / "logs" / name
         try:
-            with log.open("rb") as handle:
+            with path.open("rb") as handle:
                 handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - _ERROR_LOG_TAIL))
-                text = handle.read().decode(errors="replace")
+                handle.seek(max(0, handle.tell() - _LOG_TAIL))
+                return handle.read().decode(errors="replace")
         except OSError:
-            return 0.0
-        until = upstreams.disabled_until(text, replica.address, self.spec.fail_timeout)
-        return until or 0.0
+            return ""
+
+    def admitted(self, replica: Replica) -> bool:
+        """Whether nginx sends ``replica`` traffic (as far as its logs can tell).
+
+        True when nginx never disabled it (passive health, error log), or when the access log
+        shows it answering after the last time it did; also once ``fail_timeout`` plus a margin
+        passed with no traffic at all (nothing to lose then).
+        """
+        until = upstreams.disabled_until(
+            self._log_tail("error.log"), replica.address, self.spec.fail_timeout
+        )
+        if until is None:
+            return True
+        disabled_at = until - self.spec.fail_timeout - 1.0
+        if upstreams.served_since(self._log_tail("access.log"), replica.address, disabled_at + 1):
+            return True
+        return time.time() > until + _ADMIT_MARGIN
 
     def _pool_peers(self, replica: Replica) -> list[list[Replica]]:
         """For each nginx upstream serving ``replica``, the other replicas in it."""
@@ -577,14 +593,16 @@ class LocalStack:
         return pools
 
     def _wait_for_another_admitted(self, replica: Replica) -> None:
-        """Wait (at most ``fail_timeout``) until each pool of ``replica`` has another
-        ready replica that nginx does not skip, so taking this one out leaves a live one."""
-        deadline = time.monotonic() + self.spec.fail_timeout + 2
+        """Wait (bounded) until nginx sends traffic to every other ready replica of the pools
+        of ``replica`` again, so that taking this one out never leaves a pool whose other
+        members are all skipped by nginx's passive health (502 "no live upstreams")."""
+        deadline = time.monotonic() + self.spec.fail_timeout + _ADMIT_MARGIN + 2
         while time.monotonic() < deadline and not self._stop_requested.is_set():
-            now = time.time()
             if all(
-                any(r.state == "ready" and self.admitted_at(r) <= now for r in others)
+                self.admitted(r)
                 for others in self._pool_peers(replica)
+                for r in others
+                if r.state == "ready"
             ):
                 return
             time.sleep(0.2)
@@ -598,7 +616,8 @@ class LocalStack:
             self.write_state()
 
     def rolling_restart(self) -> None:
-        """Restart every replica, one at a time, without an nginx reload (see stop_replica)."""
+        """Restart every replica, one at a time, without an nginx reload (see stop_replica);
+        done once nginx sends traffic to every replica again."""
         self.out("Rolling restart: " + ", ".join(self.replicas))
         for name in list(self.replicas):
             if self._stop_requested.is_set():
@@ -606,6 +625,13 @@ class LocalStack:
             started = time.monotonic()
             self.restart_replica(name)
             self.out(f"  {name} restarted in {time.monotonic() - started:.1f}s")
+        started = time.monotonic()
+        deadline = started + self.spec.fail_timeout + _ADMIT_MARGIN + 2
+        while time.monotonic() < deadline and not self._stop_requested.is_set():
+            if all(self.admitted(r) for r in self.replicas.values() if r.state == "ready"):
+                break
+            time.sleep(0.2)
+        self.out(f"  every replica back in nginx after {time.monotonic() - started:.1f}s")
 
     def stop_redis(self, name: str) -> None:
         with self._lock:

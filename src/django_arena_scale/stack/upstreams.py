@@ -67,6 +67,32 @@ def disabled_until(log_text: str, address: str, fail_timeout: float) -> float | 
     return None if last is None else last + fail_timeout + 1.0
 
 
+#: One access-log line of the generated ``arena`` log format: time, status, upstream list.
+_ACCESS = re.compile(
+    r"\[(?P<time>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] \"[^\"]*\" (?P<status>\d{3}) "
+    r".* upstream=(?P<upstreams>.*?) urt="
+)
+
+
+def served_since(access_log: str, address: str, since: float) -> bool:
+    """Whether nginx's access log shows ``address`` answering a request at or after ``since``.
+
+    The last address of ``$upstream_addr`` is the server that answered (earlier ones were
+    tried and failed); a 502 or 504 is nginx's own answer, not the server's.
+    """
+    for line in reversed(access_log.splitlines()):
+        match = _ACCESS.search(line)
+        if match is None:
+            continue
+        stamp = time.mktime(time.strptime(match.group("time"), "%d/%b/%Y:%H:%M:%S %z"))
+        if stamp < since:
+            return False
+        answered_by = match.group("upstreams").split(",")[-1].strip()
+        if answered_by == address and match.group("status") not in ("502", "504"):
+            return True
+    return False
+
+
 def established_connections(port: int, tables: tuple[str, ...] = ("tcp", "tcp6")) -> int:
     """How many ESTABLISHED TCP connections have local ``port`` (Linux ``/proc/net``).
 
