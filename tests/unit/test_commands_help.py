@@ -44,3 +44,12 @@ def test_generate_lb_config_help_keeps_a_literal_percent() -> None:
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         ManagementUtility(["manage.py", "generate_lb_config", "--help"]).execute()
     assert "CPU utilisation (%)" in " ".join(out.getvalue().split())
+
+
+def test_run_lb_stack_takes_the_local_port_by_generate_lb_configs_name() -> None:
+    """run_lb_stack --local-port is --port: one name for the spec's local_port everywhere."""
+    from django_arena_scale.management.commands.run_lb_stack import Command
+
+    parser = Command().create_parser("manage.py", "run_lb_stack")
+    assert parser.parse_args(["--local-port", "9191"]).port == 9191
+    assert parser.parse_args(["--port", "9192"]).port == 9192

@@ -420,8 +420,8 @@ DOCUMENTED_SETTINGS = textwrap.dedent(
     from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
 
     CACHES = redis_cache(os.environ.get("REDIS_URL"))
-    globals().update(redis_sessions(os.environ.get("REDIS_SESSIONS_URL"), caches=CACHES))
-    CHANNEL_LAYERS = channel_layers(os.environ.get("REDIS_CHANNELS_URL"))
+    globals().update(redis_sessions(os.environ.get("SESSION_REDIS_URL"), caches=CACHES))
+    CHANNEL_LAYERS = channel_layers(os.environ.get("CHANNEL_REDIS_URL"))
     """
 )
 
@@ -453,8 +453,8 @@ def test_documented_settings_form_puts_each_role_on_its_redis() -> None:
     result = _run_settings_snippet(
         {
             "REDIS_URL": "redis://cache:6379/0",
-            "REDIS_SESSIONS_URL": "redis://sessions:6379/0",
-            "REDIS_CHANNELS_URL": "redis://channels:6379/0",
+            "SESSION_REDIS_URL": "redis://sessions:6379/0",
+            "CHANNEL_REDIS_URL": "redis://channels:6379/0",
         }
     )
     assert result["CACHES"]["default"]["LOCATION"] == "redis://cache:6379/0"

@@ -137,7 +137,7 @@ def E007(alias: Any, caches: Mapping[str, Any]) -> Error:
         f"SESSION_ENGINE keeps sessions in a cache, but SESSION_CACHE_ALIAS {alias!r} is not an "
         f"alias of CACHES ({sorted(caches)!r}): every request using the session fails.",
         hint="Add the alias with globals().update(redis_sessions("
-        f"os.environ['REDIS_SESSIONS_URL'], caches=CACHES)) (from {HELPERS_HINT}), or set "
+        f"os.environ['SESSION_REDIS_URL'], caches=CACHES)) (from {HELPERS_HINT}), or set "
         "SESSION_CACHE_ALIAS to one of the CACHES aliases.",
         obj="SESSION_CACHE_ALIAS",
         id="django_arena_scale.E007",

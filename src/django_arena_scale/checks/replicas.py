@@ -58,7 +58,7 @@ PLACEHOLDER_SECRET_PARTS = (
 # --- messages -----------------------------------------------------------------------------------
 
 REDIS_SESSIONS_HINT = (
-    "Use Redis sessions: globals().update(redis_sessions(os.environ['REDIS_SESSIONS_URL'], "
+    "Use Redis sessions: globals().update(redis_sessions(os.environ['SESSION_REDIS_URL'], "
     f"caches=CACHES)) (from {HELPERS_HINT}), or SESSION_ENGINE = "
     "'django.contrib.sessions.backends.db'."
 )
@@ -68,11 +68,11 @@ SHARED_HINT = (
 )
 SESSIONS_SHARED_HINT = SHARED_HINT.format(
     role="sessions",
-    example="globals().update(redis_sessions(os.environ['REDIS_SESSIONS_URL'], caches=CACHES))",
+    example="globals().update(redis_sessions(os.environ['SESSION_REDIS_URL'], caches=CACHES))",
 )
 CHANNELS_SHARED_HINT = SHARED_HINT.format(
     role="the channel layer",
-    example="CHANNEL_LAYERS = channel_layers(os.environ['REDIS_CHANNELS_URL'])",
+    example="CHANNEL_LAYERS = channel_layers(os.environ['CHANNEL_REDIS_URL'])",
 )
 GENERATE_SECRET_HINT = (
     "Set SECRET_KEY from the environment (SECRET_KEY = os.environ['SECRET_KEY']) to a long "
@@ -116,7 +116,7 @@ def E012(alias: str, replicas: int) -> Error:
     return Error(
         f"CHANNEL_LAYERS[{alias!r}] is the in-memory channel layer {replica_note(replicas)}: "
         f"group messages never reach consumers on other replicas.",
-        hint="Use Redis: CHANNEL_LAYERS = channel_layers(os.environ['REDIS_CHANNELS_URL']) "
+        hint="Use Redis: CHANNEL_LAYERS = channel_layers(os.environ['CHANNEL_REDIS_URL']) "
         f"(from {HELPERS_HINT} import channel_layers).",
         obj=f"CHANNEL_LAYERS[{alias!r}]",
         id="django_arena_scale.E012",

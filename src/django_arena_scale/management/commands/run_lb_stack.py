@@ -54,7 +54,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--replicas", type=int, default=None, help="API replicas web-1..N.")
-        parser.add_argument("--port", type=int, default=8080, help="nginx port on 127.0.0.1.")
+        parser.add_argument(
+            "--port",
+            "--local-port",
+            dest="port",
+            type=int,
+            default=8080,
+            help="nginx port on 127.0.0.1 (the spec's local_port, generate_lb_config's "
+            "--local-port).",
+        )
         parser.add_argument(
             "--state-dir", default=".arena-stack", help="Configs, logs and stack.json."
         )
