@@ -130,10 +130,36 @@ async def test_uvicorn_server_drains_when_leaving_on_max_requests(lifecycle: Lif
 
     from django_arena_scale.lifecycle.uvicorn import DrainingServer
 
-    server = DrainingServer(Config(app=lambda scope, receive, send: None, limit_max_requests=1))
+    server = DrainingServer(
+        Config(app=lambda scope, receive, send: None, limit_max_requests=1, timeout_keep_alive=5)
+    )
     server.server_state.total_requests = 5
-    assert await server.on_tick(1)
+    # It retires first: answers with Connection: close for its keep-alive timeout...
+    assert not await server.on_tick(1)
     assert lifecycle.state is State.DRAINING
+    assert server.retire_until is not None
+    # ...then stops accepting and leaves after a last short grace.
+    server.retire_until = 0.0
+    assert not await server.on_tick(2)
+    assert server.final_until is not None
+    server.final_until = 0.0
+    assert await server.on_tick(3)
+
+
+async def test_uvicorn_leaving_worker_drained_long_enough_leaves_at_once(
+    lifecycle: Lifecycle,
+) -> None:
+    """A replica drained for longer than the keep-alive timeout has nothing left to retire."""
+    from uvicorn.config import Config
+
+    from django_arena_scale.lifecycle.uvicorn import DrainingServer
+
+    server = DrainingServer(Config(app=lambda scope, receive, send: None, timeout_keep_alive=5))
+    server.draining_since = -100.0
+    server.should_exit = True
+    assert not await server.on_tick(1)  # the last grace after it stopped accepting
+    server.final_until = 0.0
+    assert await server.on_tick(2)
 
 
 async def test_uvicorn_server_keeps_serving_below_max_requests(lifecycle: Lifecycle) -> None:

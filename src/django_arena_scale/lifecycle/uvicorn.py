@@ -49,6 +49,8 @@ __all__ = [
 
 logger = logging.getLogger("django_arena_scale.lifecycle")
 
+#: Seconds a leaving worker, no longer accepting, gives requests already on their way.
+FINAL_GRACE = 0.5
 #: At most this many queued connections are served by a worker that stops listening.
 _ACCEPT_SWEEP_LIMIT = 1024
 #: Seconds of ``graceful_timeout`` kept for the shutdown hooks after uvicorn stops.
@@ -91,6 +93,8 @@ class DrainingServer(Server):
     retire_until: float | None = None
     #: When this worker first saw the replica draining.
     draining_since: float | None = None
+    #: End of the last grace after a leaving worker stopped accepting.
+    final_until: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         get_lifecycle().begin_drain()
@@ -118,8 +122,24 @@ class DrainingServer(Server):
         if not self.listening_stopped and (draining or should_exit):
             await self.stop_listening()
         if self.retire_until is not None and not self.force_exit:
-            return time.monotonic() >= self.retire_until
+            return self._retired()
         return should_exit
+
+    def _retired(self) -> bool:
+        """True once a leaving worker may shut down (uvicorn then closes what is left).
+
+        At the end of the retire phase it stops accepting (the master keeps the listening
+        socket for the next worker) and gives requests already on their way a last
+        :data:`FINAL_GRACE` seconds, so no connection is closed with a request in it.
+        """
+        now = time.monotonic()
+        if self.retire_until is None or now < self.retire_until:
+            return False
+        if self.final_until is None:
+            for server in getattr(self, "servers", []):
+                server.close()
+            self.final_until = now + FINAL_GRACE
+        return now >= self.final_until
 
     async def stop_listening(self) -> None:
         """Close the listening sockets; busy connections close after their response.
