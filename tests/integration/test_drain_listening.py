@@ -9,7 +9,10 @@ already running completes.  The drain file goes away: the replica listens again.
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,8 +67,14 @@ class Server:
             argv.append("arena_project.wsgi:application")
         self.log_path = tmp / "server.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # A session of its own: stop() kills the master and every worker it forked.
         self.proc = subprocess.Popen(
-            argv, cwd=EXAMPLE, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            argv,
+            cwd=EXAMPLE,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             wait_for_port(self.port, timeout=60)
@@ -107,8 +116,8 @@ class Server:
         return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
         self.log.close()
 
