@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from django_arena_scale.deploy import k8s
+from django_arena_scale.deploy import _shared as k8s
 from django_arena_scale.deploy.script import SCRIPT, script_variables
 from django_arena_scale.deploy.spec import DeploymentSpec
 
