@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
-from django_arena_scale.deploy import compose, k8s, render_all
+from django_arena_scale.deploy import compose, crosscheck, k8s, render_all
 from django_arena_scale.deploy._yaml import MERGE, Anchored, Flow, dump_yaml, resolve_merge
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy.spec import DeploymentSpec, UpstreamMember
 
 SPECS = {
     "default": DeploymentSpec(),
@@ -34,7 +34,11 @@ def test_render_yaml_text_reads_back_as_the_checked_data(name: str) -> None:
     spec = SPECS[name]
     rendered = render_all(spec)
     yaml_paths = [p for p in rendered.files if p.endswith((".yml", ".yaml"))]
-    assert sorted(rendered.data) == sorted(yaml_paths)
+    includes = [spec.nginx_servers_include(u) for u in (spec.api_upstream, spec.stream_upstream)]
+    assert sorted(rendered.data) == sorted(yaml_paths + includes)
+    for path in includes:
+        lines = [line for line in rendered.files[path].splitlines() if line.startswith("server ")]
+        assert [line.split()[1] for line in lines] == [m.address for m in rendered.data[path]]
     doc = yaml.safe_load(rendered.files[compose.COMPOSE_FILE])
     assert doc == _plain(rendered.data[compose.COMPOSE_FILE])
     for path, documents in rendered.data.items():
@@ -77,3 +81,22 @@ def test_dump_yaml_writes_anchors_merges_and_flow_lists_only_where_asked() -> No
         '    a: "1"\n'
     )
     assert yaml.safe_load(text)["one"] == {"image": "x:1", "test": ["CMD", "true"], "n": shared}
+
+
+def test_crosscheck_reads_the_upstream_members_as_data() -> None:
+    """A member with another port, or an empty upstream, is reported (local and compose)."""
+    spec = DeploymentSpec(target="local", replicas=2)
+    rendered = render_all(spec)
+    assert crosscheck.problems(spec, rendered) == []
+    path = spec.nginx_servers_include(spec.api_upstream)
+    first = rendered.data[path][0]
+    rendered.data[path] = (UpstreamMember(first.name, "127.0.0.1:1"), *rendered.data[path][1:])
+    assert any(p.startswith("local upstream ports") for p in crosscheck.problems(spec, rendered))
+
+    spec = DeploymentSpec(replicas=2)
+    rendered = render_all(spec)
+    path = spec.nginx_servers_include(spec.stream_upstream)
+    rendered.data[path] = ()
+    found = crosscheck.problems(spec, rendered)
+    assert f"{path} lists no server" in found
+    assert "compose app service 'stream-1' is not an nginx server" in found

@@ -1,16 +1,16 @@
 """Cross-file checks of a render, run by the writer before anything is moved into place.
 
 They compare what the renderers produced, not the spec, so a renderer bug that makes two
-files disagree is caught.  docker-compose.yml and the Kubernetes manifests are compared as
-the data they are built from (:attr:`Rendered.data`, before a YAML library writes it); the
-nginx and gunicorn configs, which no library writes, as their rendered text.  The checks:
-every nginx upstream ``server`` is an app service in docker-compose.yml and back, every
-compose app service has a fixed address inside the network's subnet, below Docker's
-``ip_range`` and unique (nginx resolves the names once; a recreated replica must come back
-at the same address), the timeout chain holds across gunicorn, nginx and compose, listen
-ports are unique, no ``environment`` entry looks like a secret, and the probe prefix and
-timeout passed to the app (compose ``environment``, the Kubernetes ConfigMap) are those of
-the nginx and kubelet probes.
+files disagree is caught.  docker-compose.yml, the Kubernetes manifests and the nginx
+upstream members are compared as the data they are built from (:attr:`Rendered.data`,
+before it is written); nginx.conf and the gunicorn configs, built as text, as their text.
+The checks: every nginx upstream ``server`` is an app service in docker-compose.yml and
+back, every compose app service has a fixed address inside the network's subnet, below
+Docker's ``ip_range`` and unique (nginx resolves the names once; a recreated replica must
+come back at the same address), the timeout chain holds across gunicorn, nginx and compose,
+listen ports are unique, no ``environment`` entry looks like a secret, and the probe prefix
+and timeout passed to the app (compose ``environment``, the Kubernetes ConfigMap) are those
+of the nginx and kubelet probes.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ __all__ = [
     "problems",
 ]
 
-_SERVER = re.compile(r"^server (\S+?)(?::(\d+))?[ ;]", re.M)
 _LISTEN = re.compile(r"^\s*listen (?:(\S+):)?(\d+)[ ;]", re.M)
 K8S_CONFIG_MAP = "k8s/10-configmap.yaml"
 
@@ -54,20 +53,19 @@ def problems(spec: DeploymentSpec, rendered: Rendered) -> list[str]:
     nginx_conf = files.get(f"{spec.nginx_dir}nginx.conf")
     if nginx_conf is None:
         return [f"{spec.nginx_dir}nginx.conf is missing"]
-    members: dict[str, set[str]] = {}
+    nginx_hosts: set[str] = set()
+    ports: set[int] = set()
     for upstream in (spec.api_upstream, spec.stream_upstream):
         path = spec.nginx_servers_include(upstream)
-        text = files.get(path, "")
-        hosts = {m.group(1) for m in _SERVER.finditer(text)}
-        if not hosts:
+        addresses = [_host_port(member.address) for member in data.get(path, ())]
+        if not addresses:
             found.append(f"{path} lists no server")
-        members[upstream] = hosts
+        nginx_hosts |= {host for host, _ in addresses}
+        ports |= {port for _, port in addresses if port is not None}
         if f"include {path[len(spec.nginx_dir) :]};" not in nginx_conf:
             found.append(f"nginx.conf does not include {path}")
-    nginx_hosts = members[spec.api_upstream] | members[spec.stream_upstream]
     compose: Mapping[str, Any] = data.get(COMPOSE_FILE, {})
     if spec.target == "local":
-        ports = {int(m.group(2)) for t in _includes(spec, files) for m in _SERVER.finditer(t)}
         expected = {spec.local_service_port(s) for s in spec.app_services}
         if ports != expected:
             found.append(f"local upstream ports {sorted(ports)} != app ports {sorted(expected)}")
@@ -87,11 +85,12 @@ def problems(spec: DeploymentSpec, rendered: Rendered) -> list[str]:
     return found
 
 
-def _includes(spec: DeploymentSpec, files: Mapping[str, str]) -> list[str]:
-    return [
-        files.get(spec.nginx_servers_include(u), "")
-        for u in (spec.api_upstream, spec.stream_upstream)
-    ]
+def _host_port(address: str) -> tuple[str, int | None]:
+    """``host:port`` (or a bare host) of an upstream ``server`` address."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():
+        return host, int(port)
+    return address, None
 
 
 def _services(compose: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
