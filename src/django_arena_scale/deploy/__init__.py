@@ -1,9 +1,10 @@
 """Deployment generation: a validated :class:`DeploymentSpec`, renderers, an atomic writer.
 
 Every renderer module exposes ``render(spec) -> dict[str, str]`` (relative path -> content,
-deterministic).  A module whose files are data (YAML) also exposes ``build(spec)`` (relative
-path -> the data) and ``serialise(spec, data)`` (-> the texts): :func:`render_all` keeps that
-data in :attr:`Rendered.data`, which the cross-file checks compare before it is written.  A
+deterministic).  A module that builds files as data (docker-compose.yml, the Kubernetes
+manifests, the nginx upstream lists) also exposes ``build(spec)`` (relative path -> the data)
+and ``serialise(spec, data)`` (-> the texts): :func:`render_all` writes the texts of that very
+data and keeps it in :attr:`Rendered.data`, which the cross-file checks compare.  A
 module may declare two module-level frozensets of relative paths:
 
 - ``KEEP_IF_EXISTS``: an existing file is kept as it is unless ``--force`` (Dockerfile,

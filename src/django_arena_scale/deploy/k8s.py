@@ -40,6 +40,9 @@ from django_arena_scale.deploy.spec import (
     DeploymentSpec,
 )
 
+# APP_UID, host_header, pools, prestop_command, secret_name, server_config_name and
+# termination_grace_seconds live in ._shared (other renderers write them too); they stay
+# importable from here, where they were first defined.
 __all__ = [
     "APP_UID",
     "DRAIN_FILE",
