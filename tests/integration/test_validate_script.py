@@ -81,6 +81,26 @@ def test_deploy_script_passes_shellcheck_for_generated_specs(
     _check(script.render(spec)[script.SCRIPT], tmp_path / "deploy.sh")
 
 
+def test_deploy_script_template_file_passes_bash_n_and_shellcheck(tmp_path: Path) -> None:
+    """The package file itself, placeholders in place, passes bash -n and shellcheck."""
+    template = Path(script.__file__).with_name("templates") / script.SCRIPT
+    assert template.read_text() == script.TEMPLATE
+    assert "@WEB_SERVICES@" in script.TEMPLATE
+    assert "@COMPOSE_FILE@" in script.TEMPLATE
+    _check(script.TEMPLATE, tmp_path / "deploy.sh")
+
+
+def test_shellcheck_catches_a_broken_template(tmp_path: Path) -> None:
+    """The template check can fail: an unquoted expansion in the template is reported."""
+    broken = script.TEMPLATE.replace(
+        'compose exec -T "$1" python manage.py drain on',
+        "compose exec -T $1 python manage.py drain on",
+    )
+    assert broken != script.TEMPLATE
+    with pytest.raises(AssertionError, match="SC2086"):
+        _check(broken, tmp_path / "deploy.sh")
+
+
 def test_shellcheck_catches_a_broken_script(tmp_path: Path) -> None:
     """The lint step can fail: an unquoted expansion in the body is reported."""
     text = script.render(DeploymentSpec(replicas=2))[script.SCRIPT]

@@ -55,7 +55,7 @@ def test_every_long_running_service_has_a_fixed_address_in_the_subnet(
         assert str(address) != ipam["gateway"], name
         seen.add(address)
     assert len(seen) == len(doc["services"]) - 1
-    assert crosscheck.problems(spec, render_all(spec).files) == []
+    assert crosscheck.problems(spec, render_all(spec)) == []
 
 
 def test_addresses_do_not_move_when_replica_counts_change() -> None:
@@ -104,15 +104,19 @@ def test_spec_subnet_from_the_command_line() -> None:
 def test_crosscheck_catches_a_shared_or_missing_address() -> None:
     """The cross-file check fails when two replicas share an address or one has none."""
     spec = DeploymentSpec(replicas=2)
-    files = dict(render_all(spec).files)
-    text = files[compose.COMPOSE_FILE]
-    web1, web2 = (compose.fixed_addresses(spec)[n] for n in spec.web_names)
-    files[compose.COMPOSE_FILE] = text.replace(f'"{web2}"', f'"{web1}"')
-    assert any("share ipv4_address" in p for p in crosscheck.problems(spec, files))
-    files[compose.COMPOSE_FILE] = text.replace(f'        ipv4_address: "{web2}"\n', "")
-    assert "compose app service 'web-2' has no fixed ipv4_address" in crosscheck.problems(
-        spec, files
-    )
+
+    def with_web2(networks: object) -> list[str]:
+        rendered = render_all(spec)
+        services = rendered.data[compose.COMPOSE_FILE]["services"]
+        if networks is None:
+            del services["web-2"]["networks"]
+        else:
+            services["web-2"]["networks"] = networks
+        return crosscheck.problems(spec, rendered)
+
+    web1 = compose.fixed_addresses(spec)["web-1"]
+    assert any("share ipv4_address" in p for p in with_web2({spec.network: {"ipv4_address": web1}}))
+    assert "compose app service 'web-2' has no fixed ipv4_address" in with_web2(None)
     dynamic = ipaddress.IPv4Network(compose.dynamic_range(spec))
-    files[compose.COMPOSE_FILE] = text.replace(f'"{web2}"', f'"{dynamic.network_address + 5}"')
-    assert any("in ip_range" in p for p in crosscheck.problems(spec, files))
+    inside = {spec.network: {"ipv4_address": str(dynamic.network_address + 5)}}
+    assert any("in ip_range" in p for p in with_web2(inside))

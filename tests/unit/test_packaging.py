@@ -21,7 +21,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "src" / "django_arena_scale"
 # The project's chosen libraries, capped below the next major version after the one CI tests.
-CAPPED_AT_NEXT_MAJOR = ["pybreaker", "tenacity"]
+CAPPED_AT_NEXT_MAJOR = ["pybreaker", "tenacity", "pyyaml"]
 
 # Modules that must import in a process where Django settings are not configured: the package
 # itself, the settings registry, the settings helpers a settings.py imports, and the pure cores.
@@ -185,7 +185,7 @@ def test_dependency_bounds_admit_the_installed_versions(wheel: Path) -> None:
 
 @pytest.mark.parametrize("name", CAPPED_AT_NEXT_MAJOR)
 def test_chosen_libraries_are_capped_at_the_next_major(wheel: Path, name: str) -> None:
-    """pybreaker and tenacity have an upper bound, at the major release after the tested one."""
+    """pybreaker, tenacity and PyYAML have an upper bound, at the major after the tested one."""
     (req,) = [r for r in _runtime_requirements(_metadata(wheel)) if r.name.lower() == name]
     caps = [Version(s.version) for s in req.specifier if s.operator == "<"]
     installed = Version(importlib.metadata.version(name))

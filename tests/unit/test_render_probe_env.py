@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 
 from django_arena_scale.conf import PREFIX, SETTINGS
-from django_arena_scale.deploy import k8s, render_all
+from django_arena_scale.deploy import Rendered, k8s, render_all
 from django_arena_scale.deploy.crosscheck import K8S_CONFIG_MAP, problems
 from django_arena_scale.deploy.spec import DeploymentSpec
 
@@ -17,8 +17,19 @@ EXAMPLE_SETTINGS = Path(__file__).resolve().parents[2] / "example_project/arena_
 MOVED = DeploymentSpec(probe_prefix="/-/", probe_timeout=3)
 
 
-def rendered(spec: DeploymentSpec) -> dict[str, str]:
-    return dict(render_all(spec).files)
+def rendered(spec: DeploymentSpec) -> Rendered:
+    return render_all(spec)
+
+
+def _app_environment(render: Rendered) -> dict[str, str]:
+    """The ``environment`` of compose's shared app block (as built, before it is written)."""
+    environment: dict[str, str] = render.data["docker-compose.yml"]["x-app"]["environment"]
+    return environment
+
+
+def _config_map_data(render: Rendered) -> dict[str, str]:
+    data: dict[str, str] = render.data[K8S_CONFIG_MAP][0]["data"]
+    return data
 
 
 @pytest.mark.parametrize("spec", [DeploymentSpec(), MOVED], ids=["defaults", "moved"])
@@ -55,11 +66,10 @@ def test_render_crosscheck_probe_settings_agree(spec: DeploymentSpec) -> None:
 def test_render_crosscheck_catches_a_compose_probe_prefix_nginx_lacks() -> None:
     """A compose probe prefix without its nginx location (and k8s probe) is reported."""
     spec = DeploymentSpec()
-    files = rendered(spec)
-    files["docker-compose.yml"] = files["docker-compose.yml"].replace(
-        'ARENA_SCALE_PROBE_PREFIX: "/"', 'ARENA_SCALE_PROBE_PREFIX: "/x/"'
-    )
-    found = problems(spec, files)
+    render = rendered(spec)
+    assert _app_environment(render)["ARENA_SCALE_PROBE_PREFIX"] == "/"
+    _app_environment(render)["ARENA_SCALE_PROBE_PREFIX"] = "/x/"
+    found = problems(spec, render)
     assert "docker-compose.yml: nginx.conf has no location = /x/ready/" in found
     assert any("k8s/30-deployment-web.yaml's readinessProbe /ready/" in p for p in found)
 
@@ -67,23 +77,20 @@ def test_render_crosscheck_catches_a_compose_probe_prefix_nginx_lacks() -> None:
 def test_render_crosscheck_catches_a_config_map_probe_timeout() -> None:
     """A ConfigMap probe timeout other than the probes' is reported."""
     spec = DeploymentSpec()
-    files = rendered(spec)
-    files[K8S_CONFIG_MAP] = files[K8S_CONFIG_MAP].replace(
-        f'ARENA_SCALE_PROBE_TIMEOUT: "{spec.probe_timeout}"', 'ARENA_SCALE_PROBE_TIMEOUT: "9"'
-    )
-    found = problems(spec, files)
+    render = rendered(spec)
+    assert _config_map_data(render)["ARENA_SCALE_PROBE_TIMEOUT"] == str(spec.probe_timeout)
+    _config_map_data(render)["ARENA_SCALE_PROBE_TIMEOUT"] = "9"
+    found = problems(spec, render)
     assert f"{K8S_CONFIG_MAP}: probe timeout 9s is not nginx's /ready/ one" in found
 
 
 def test_render_crosscheck_catches_missing_probe_settings() -> None:
     """An app environment without the probe settings is reported."""
     spec = DeploymentSpec()
-    files = rendered(spec)
-    files["docker-compose.yml"] = "\n".join(
-        line for line in files["docker-compose.yml"].splitlines() if "PROBE_PREFIX" not in line
-    )
+    render = rendered(spec)
+    del _app_environment(render)["ARENA_SCALE_PROBE_PREFIX"]
     assert "docker-compose.yml does not pass ARENA_SCALE_PROBE_PREFIX/_TIMEOUT to the app" in (
-        problems(spec, files)
+        problems(spec, render)
     )
 
 

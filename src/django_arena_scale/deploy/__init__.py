@@ -1,7 +1,11 @@
 """Deployment generation: a validated :class:`DeploymentSpec`, renderers, an atomic writer.
 
 Every renderer module exposes ``render(spec) -> dict[str, str]`` (relative path -> content,
-deterministic) and may declare two module-level frozensets of relative paths:
+deterministic).  A module that builds files as data (docker-compose.yml, the Kubernetes
+manifests, the nginx upstream lists) also exposes ``build(spec)`` (relative path -> the data)
+and ``serialise(spec, data)`` (-> the texts): :func:`render_all` writes the texts of that very
+data and keeps it in :attr:`Rendered.data`, which the cross-file checks compare.  A
+module may declare two module-level frozensets of relative paths:
 
 - ``KEEP_IF_EXISTS``: an existing file is kept as it is unless ``--force`` (Dockerfile,
   .dockerignore): the user owns it after the first render;
@@ -15,6 +19,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
 
@@ -41,9 +46,11 @@ RENDERERS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Rendered:
-    """Every file of one render: contents plus the per-file write policies."""
+    """Every file of one render: contents, the data of the files built as data, and the
+    per-file write policies."""
 
     files: dict[str, str]
+    data: dict[str, Any] = field(default_factory=dict)
     keep_if_exists: frozenset[str] = field(default_factory=frozenset)
     executable: frozenset[str] = field(default_factory=frozenset)
 
@@ -58,10 +65,17 @@ def _modules(target: str) -> list[ModuleType]:
 def render_all(spec: DeploymentSpec) -> Rendered:
     """Run every renderer of ``spec.target``; two renderers may not produce the same path."""
     files: dict[str, str] = {}
+    data: dict[str, Any] = {}
     keep: set[str] = set()
     executable: set[str] = set()
     for module in _modules(spec.target):
-        for path, content in module.render(spec).items():
+        produced = dict(module.render(spec))
+        if hasattr(module, "build"):
+            built = module.build(spec)
+            # The texts written are those of the very data the checks read.
+            produced.update(module.serialise(spec, built))
+            data.update(built)
+        for path, content in produced.items():
             if path in files and files[path] != content:
                 msg = f"Renderer {module.__name__!r} produces {path!r} a second time, differently."
                 raise RuntimeError(msg)
@@ -70,6 +84,7 @@ def render_all(spec: DeploymentSpec) -> Rendered:
         executable.update(getattr(module, "EXECUTABLE", ()))
     return Rendered(
         files=dict(sorted(files.items())),
+        data=dict(sorted(data.items())),
         keep_if_exists=frozenset(keep),
         executable=frozenset(executable),
     )

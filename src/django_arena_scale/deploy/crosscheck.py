@@ -1,14 +1,16 @@
 """Cross-file checks of a render, run by the writer before anything is moved into place.
 
-Reads the rendered text back (not the spec), so a renderer bug that makes two files disagree
-is caught: every nginx upstream ``server`` is an app service in docker-compose.yml and back,
-every compose app service has a fixed address inside the network's subnet, below Docker's
-``ip_range`` and unique (nginx resolves the names once; a recreated replica must come back
-at the same address), the timeout chain holds across gunicorn, nginx and compose, listen
-ports are unique, no
-``environment`` entry looks like a secret, and the probe prefix and timeout passed to the app
-(compose ``environment``, the Kubernetes ConfigMap) are those of the nginx and kubelet
-probes.  Pure Python, no YAML library needed: the generated files have a fixed layout.
+They compare what the renderers produced, not the spec, so a renderer bug that makes two
+files disagree is caught.  docker-compose.yml, the Kubernetes manifests and the nginx
+upstream members are compared as the data they are built from (:attr:`Rendered.data`,
+before it is written); nginx.conf and the gunicorn configs, built as text, as their text.
+The checks: every nginx upstream ``server`` is an app service in docker-compose.yml and
+back, every compose app service has a fixed address inside the network's subnet, below
+Docker's ``ip_range`` and unique (nginx resolves the names once; a recreated replica must
+come back at the same address), the timeout chain holds across gunicorn, nginx and compose,
+listen ports are unique, no ``environment`` entry looks like a secret, and the probe prefix
+and timeout passed to the app (compose ``environment``, the Kubernetes ConfigMap) are those
+of the nginx and kubelet probes.
 """
 
 from __future__ import annotations
@@ -17,124 +19,127 @@ import ast
 import ipaddress
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from django_arena_scale._redact import looks_secret
+from django_arena_scale.deploy._shared import COMPOSE_FILE
+from django_arena_scale.deploy._yaml import MERGE, resolve_merge
 from django_arena_scale.deploy.spec import STOP_GRACE_MARGIN, DeploymentSpec
 
-__all__ = ["CrossCheckError", "problems"]
+if TYPE_CHECKING:
+    from django_arena_scale.deploy import Rendered
 
-_SERVER = re.compile(r"^server (\S+?)(?::(\d+))?[ ;]", re.M)
+__all__ = [
+    "K8S_CONFIG_MAP",
+    "CrossCheckError",
+    "compose_addresses",
+    "compose_app_services",
+    "compose_network_problems",
+    "problems",
+]
+
 _LISTEN = re.compile(r"^\s*listen (?:(\S+):)?(\d+)[ ;]", re.M)
+K8S_CONFIG_MAP = "k8s/10-configmap.yaml"
 
 
 class CrossCheckError(ValueError):
     """The rendered files disagree with each other."""
 
 
-def problems(spec: DeploymentSpec, files: Mapping[str, str]) -> list[str]:
+def problems(spec: DeploymentSpec, rendered: Rendered) -> list[str]:
     """Every disagreement found between the rendered files (empty when consistent)."""
+    files, data = rendered.files, rendered.data
     found: list[str] = []
     nginx_conf = files.get(f"{spec.nginx_dir}nginx.conf")
     if nginx_conf is None:
         return [f"{spec.nginx_dir}nginx.conf is missing"]
-    members: dict[str, set[str]] = {}
+    nginx_hosts: set[str] = set()
+    ports: set[int] = set()
     for upstream in (spec.api_upstream, spec.stream_upstream):
         path = spec.nginx_servers_include(upstream)
-        text = files.get(path, "")
-        hosts = {m.group(1) for m in _SERVER.finditer(text)}
-        if not hosts:
+        addresses = [_host_port(member.address) for member in data.get(path, ())]
+        if not addresses:
             found.append(f"{path} lists no server")
-        members[upstream] = hosts
+        nginx_hosts |= {host for host, _ in addresses}
+        ports |= {port for _, port in addresses if port is not None}
         if f"include {path[len(spec.nginx_dir) :]};" not in nginx_conf:
             found.append(f"nginx.conf does not include {path}")
-    nginx_hosts = members[spec.api_upstream] | members[spec.stream_upstream]
+    compose: Mapping[str, Any] = data.get(COMPOSE_FILE, {})
     if spec.target == "local":
-        ports = {int(m.group(2)) for t in _includes(spec, files) for m in _SERVER.finditer(t)}
         expected = {spec.local_service_port(s) for s in spec.app_services}
         if ports != expected:
             found.append(f"local upstream ports {sorted(ports)} != app ports {sorted(expected)}")
     else:
-        services = compose_app_services(files.get("docker-compose.yml", ""))
+        services = compose_app_services(compose)
         for host in sorted(nginx_hosts - services):
             found.append(f"nginx server {host!r} is not a compose app service")
         for service in sorted(services - nginx_hosts):
             found.append(f"compose app service {service!r} is not an nginx server")
-        found += _compose_environment(files.get("docker-compose.yml", ""))
-        found += compose_network_problems(files.get("docker-compose.yml", ""))
-        found += _probe_settings(files, nginx_conf)
-    found += _chain(spec, files, nginx_conf)
+        found += _compose_environment(compose)
+        found += compose_network_problems(compose)
+        found += _probe_settings(data, nginx_conf)
+    found += _chain(spec, files, compose, nginx_conf)
     listens = [(m.group(1) or "*", int(m.group(2))) for m in _LISTEN.finditer(nginx_conf)]
     if len(set(listens)) != len(listens):
         found.append(f"nginx listens twice on the same port: {listens}")
     return found
 
 
-def _includes(spec: DeploymentSpec, files: Mapping[str, str]) -> list[str]:
-    return [
-        files.get(spec.nginx_servers_include(u), "")
-        for u in (spec.api_upstream, spec.stream_upstream)
-    ]
+def _host_port(address: str) -> tuple[str, int | None]:
+    """``host:port`` (or a bare host) of an upstream ``server`` address."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():
+        return host, int(port)
+    return address, None
 
 
-def compose_app_services(compose: str) -> set[str]:
-    """Services built from the ``x-app`` anchor, except one-off jobs (``profiles``)."""
-    services: set[str] = set()
-    current: str | None = None
-    in_services = False
-    app = job = False
-    for line in [*compose.splitlines(), "end:"]:
-        if re.match(r"^\S", line):
-            in_services = line.startswith("services:")
-        if not in_services and current is None:
-            continue
-        top = re.match(r"^  ([a-z0-9][a-z0-9-]*):$", line) if in_services else None
-        if top or re.match(r"^\S", line):
-            if current and app and not job:
-                services.add(current)
-            current = top.group(1) if top else None
-            app = job = False
-            continue
-        app = app or line.strip() == "<<: *app"
-        job = job or line.strip().startswith("profiles:")
-    return services
+def _services(compose: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each compose service as Compose reads it: merged with its ``<<`` block."""
+    services: Mapping[str, Any] = compose.get("services") or {}
+    return {name: resolve_merge(service) for name, service in services.items()}
 
 
-_IPAM = re.compile(
-    r'^ {8}- subnet: "([^"]+)"\n {10}ip_range: "([^"]+)"\n {10}gateway: "([^"]+)"$', re.M
-)
+def compose_app_services(compose: Mapping[str, Any]) -> set[str]:
+    """Services that merge the ``x-app`` block, except one-off jobs (``profiles``)."""
+    services: Mapping[str, Any] = compose.get("services") or {}
+    return {
+        name for name, service in services.items() if MERGE in service and "profiles" not in service
+    }
 
 
-def compose_addresses(compose: str) -> dict[str, str]:
+def compose_addresses(compose: Mapping[str, Any]) -> dict[str, str]:
     """Service -> ``ipv4_address`` in docker-compose.yml (services without one are absent)."""
     addresses: dict[str, str] = {}
-    current: str | None = None
-    in_services = False
-    for line in compose.splitlines():
-        if re.match(r"^\S", line):
-            in_services = line.startswith("services:")
-            current = None
+    for name, service in _services(compose).items():
+        networks = service.get("networks")
+        if not isinstance(networks, Mapping):
             continue
-        top = re.match(r"^  ([a-z0-9][a-z0-9-]*):$", line) if in_services else None
-        if top:
-            current = top.group(1)
-            continue
-        match = re.match(r'^\s+ipv4_address: "([^"]+)"$', line)
-        if match and current:
-            addresses[current] = match.group(1)
+        for network in networks.values():
+            if isinstance(network, Mapping) and "ipv4_address" in network:
+                addresses[name] = str(network["ipv4_address"])
     return addresses
 
 
-def compose_network_problems(compose: str) -> list[str]:
+def _ipam(compose: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    networks: Mapping[str, Any] = compose.get("networks") or {}
+    return [
+        config
+        for network in networks.values()
+        for config in ((network or {}).get("ipam") or {}).get("config") or []
+    ]
+
+
+def compose_network_problems(compose: Mapping[str, Any]) -> list[str]:
     """Fixed addresses: every app service has one, inside the subnet, outside the dynamic
     ``ip_range``, not the gateway, and no two services share one."""
-    ipam = _IPAM.findall(compose)
-    if len(ipam) != 1:
+    ipam = _ipam(compose)
+    if len(ipam) != 1 or not {"subnet", "ip_range", "gateway"} <= set(ipam[0]):
         return ["docker-compose.yml: the network needs one ipam config (subnet, ip_range, gateway)"]
     found: list[str] = []
     try:
-        subnet = ipaddress.IPv4Network(ipam[0][0])
-        dynamic = ipaddress.IPv4Network(ipam[0][1])
-        gateway = ipaddress.IPv4Address(ipam[0][2])
+        subnet = ipaddress.IPv4Network(ipam[0]["subnet"])
+        dynamic = ipaddress.IPv4Network(ipam[0]["ip_range"])
+        gateway = ipaddress.IPv4Address(ipam[0]["gateway"])
     except ValueError as exc:
         return [f"docker-compose.yml: bad ipam config: {exc}"]
     if not dynamic.subnet_of(subnet) or gateway not in subnet:
@@ -159,52 +164,64 @@ def compose_network_problems(compose: str) -> list[str]:
     return found
 
 
-def _compose_environment(compose: str) -> list[str]:
+def _environments(compose: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every ``environment`` mapping of the file: the shared blocks' and each service's own."""
+    blocks = [value for key, value in compose.items() if key.startswith("x-")]
+    blocks += list((compose.get("services") or {}).values())
+    return [b["environment"] for b in blocks if isinstance(b.get("environment"), Mapping)]
+
+
+def _compose_environment(compose: Mapping[str, Any]) -> list[str]:
     found = []
-    in_env = False
-    for line in compose.splitlines():
-        stripped = line.strip()
-        if stripped == "environment:":
-            in_env, indent = True, len(line) - len(line.lstrip())
-            continue
-        if in_env and (len(line) - len(line.lstrip())) <= indent:
-            in_env = False
-        if in_env and ":" in stripped:
-            key = stripped.split(":", 1)[0]
+    for environment in _environments(compose):
+        for key in environment:
             if looks_secret(key):
                 found.append(f"docker-compose.yml puts {key!r} inline; secrets go in env_file")
     return found
 
 
-K8S_CONFIG_MAP = "k8s/10-configmap.yaml"
-_K8S_READINESS = re.compile(
-    r"^\s+readinessProbe:\n\s+httpGet:\n\s+path: (\S+)\n(?:\s+.*\n)*?\s+timeoutSeconds: (\d+)$",
-    re.M,
-)
+def _app_environment(data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """The environment the app gets: compose's app services', or the k8s ConfigMap's data."""
+    if where == COMPOSE_FILE:
+        compose = data[where]
+        services = _services(compose)
+        merged: dict[str, Any] = {}
+        for name in sorted(compose_app_services(compose)):
+            merged.update(services[name].get("environment") or {})
+        return merged
+    for document in data[where]:
+        if document.get("kind") == "ConfigMap" and document["metadata"]["name"].endswith("-config"):
+            return document.get("data") or {}
+    return {}
 
 
-def _env_value(text: str, name: str) -> str | None:
-    match = re.search(rf'^\s+{name}: "?([^"\n]*)"?$', text, re.M)
-    return match.group(1) if match else None
+def _readiness_probes(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    probes = []
+    for path, documents in sorted(data.items()):
+        if not path.startswith("k8s/30-deployment-"):
+            continue
+        for document in documents:
+            pod = document.get("spec", {}).get("template", {}).get("spec", {})
+            for container in pod.get("containers", []):
+                http = (container.get("readinessProbe") or {}).get("httpGet") or {}
+                if "path" in http:
+                    timeout = container["readinessProbe"].get("timeoutSeconds")
+                    probes.append((path, str(http["path"]), str(timeout)))
+    return probes
 
 
-def _probe_settings(files: Mapping[str, str], nginx_conf: str) -> list[str]:
+def _probe_settings(data: Mapping[str, Any], nginx_conf: str) -> list[str]:
     """ARENA_SCALE_PROBE_PREFIX / _TIMEOUT given to the app match the probes that use them."""
     found: list[str] = []
-    k8s_probes = [
-        (path, m.group(1), m.group(2))
-        for path, text in sorted(files.items())
-        if path.startswith("k8s/30-deployment-")
-        for m in _K8S_READINESS.finditer(text)
-    ]
-    if K8S_CONFIG_MAP in files and not k8s_probes:
+    k8s_probes = _readiness_probes(data)
+    if K8S_CONFIG_MAP in data and not k8s_probes:
         found.append("no k8s/30-deployment-*.yaml has a readinessProbe with a path")
-    for where in ("docker-compose.yml", K8S_CONFIG_MAP):
-        text = files.get(where)
-        if text is None:
+    for where in (COMPOSE_FILE, K8S_CONFIG_MAP):
+        if where not in data:
             continue
-        prefix = _env_value(text, "ARENA_SCALE_PROBE_PREFIX")
-        timeout = _env_value(text, "ARENA_SCALE_PROBE_TIMEOUT")
+        environment = _app_environment(data, where)
+        prefix = environment.get("ARENA_SCALE_PROBE_PREFIX")
+        timeout = environment.get("ARENA_SCALE_PROBE_TIMEOUT")
         if prefix is None or timeout is None:
             found.append(f"{where} does not pass ARENA_SCALE_PROBE_PREFIX/_TIMEOUT to the app")
             continue
@@ -214,7 +231,7 @@ def _probe_settings(files: Mapping[str, str], nginx_conf: str) -> list[str]:
         elif f"proxy_read_timeout {timeout}s;" not in ready.group(1):
             found.append(f"{where}: probe timeout {timeout}s is not nginx's {prefix}ready/ one")
         for path, probe_path, probe_timeout in k8s_probes:
-            if (probe_path, probe_timeout) != (f"{prefix}ready/", timeout):
+            if (probe_path, probe_timeout) != (f"{prefix}ready/", str(timeout)):
                 found.append(
                     f"{where}: probes {prefix}ready/ in {timeout}s but {path}'s readinessProbe "
                     f"{probe_path} in {probe_timeout}s"
@@ -236,10 +253,23 @@ def _seconds(pattern: str, text: str) -> list[int]:
     return [int(v) for v in re.findall(pattern, text)]
 
 
-def _chain(spec: DeploymentSpec, files: Mapping[str, str], nginx_conf: str) -> list[str]:
+def _stop_grace_periods(compose: Mapping[str, Any]) -> list[int]:
+    """``stop_grace_period`` of every compose app service, in seconds."""
+    services = _services(compose)
+    periods = []
+    for name in sorted(compose_app_services(compose)):
+        match = re.fullmatch(r"(\d+)s", str(services[name].get("stop_grace_period", "")))
+        periods.append(int(match.group(1)) if match else 0)
+    return periods
+
+
+def _chain(
+    spec: DeploymentSpec, files: Mapping[str, str], compose: Mapping[str, Any], nginx_conf: str
+) -> list[str]:
     found: list[str] = []
     nginx_keepalive = _seconds(r"^\s+keepalive_timeout (\d+)s;", nginx_conf)
     reads = _seconds(r"proxy_read_timeout (\d+)s;", nginx_conf)
+    stops = sorted(set(_stop_grace_periods(compose)))
     for name in sorted({spec.server_config_file(s) for s in spec.app_services}):
         conf = _py_settings(files.get(name, ""))
         graceful, keepalive = conf.get("graceful_timeout"), conf.get("keepalive")
@@ -250,7 +280,6 @@ def _chain(spec: DeploymentSpec, files: Mapping[str, str], nginx_conf: str) -> l
             found.append(f"{name}: graceful_timeout {graceful} <= app drain time")
         if any(keepalive <= k for k in nginx_keepalive):
             found.append(f"{name}: keepalive {keepalive} <= nginx keepalive_timeout")
-        stops = _seconds(r"^  stop_grace_period: (\d+)s$", files.get("docker-compose.yml", ""))
         for stop in stops:
             if stop < spec.drain_delay + graceful + STOP_GRACE_MARGIN:
                 found.append(f"stop_grace_period {stop}s < drain + {name} graceful_timeout")

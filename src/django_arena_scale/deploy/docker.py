@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 
-from django_arena_scale.deploy.k8s import APP_UID, host_header
+from django_arena_scale.deploy._shared import APP_UID, host_header
 from django_arena_scale.deploy.spec import DeploymentSpec
 
 __all__ = ["APP_DIR", "KEEP_IF_EXISTS", "PYTHON_VERSION", "dockerfile", "dockerignore", "render"]

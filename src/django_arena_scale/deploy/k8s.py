@@ -16,25 +16,37 @@ SIGTERM; the server has ``graceful_timeout`` left before ``terminationGracePerio
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django_arena_scale._redact import looks_secret
 from django_arena_scale.deploy import server
+from django_arena_scale.deploy._shared import (
+    APP_UID,
+    config_name,
+    host_header,
+    pools,
+    prestop_command,
+    secret_name,
+    server_config_name,
+    termination_grace_seconds,
+)
+from django_arena_scale.deploy._yaml import dump_yaml
 from django_arena_scale.deploy.spec import (
     K8S_DRAIN_DIR,
     K8S_DRAIN_FILE,
-    MAX_REPLICAS,
     NEXT_UPSTREAM,
     DeploymentSpec,
 )
 
+# APP_UID, host_header, pools, prestop_command, secret_name, server_config_name and
+# termination_grace_seconds live in ._shared (other renderers write them too); they stay
+# importable from here, where they were first defined.
 __all__ = [
     "APP_UID",
     "DRAIN_FILE",
+    "build",
     "config_map_env",
     "dump_yaml",
     "host_header",
@@ -42,6 +54,7 @@ __all__ = [
     "prestop_command",
     "render",
     "secret_name",
+    "serialise",
     "server_config_name",
     "termination_grace_seconds",
 ]
@@ -49,8 +62,6 @@ __all__ = [
 #: Where the preStop hook writes the drain file (declared with the spec, which the checks read).
 DRAIN_DIR = K8S_DRAIN_DIR
 DRAIN_FILE = K8S_DRAIN_FILE
-#: The container user of the generated Dockerfile.
-APP_UID = 10001
 MANAGED_BY = "django-arena-scale"
 
 
@@ -59,154 +70,7 @@ def _secret_env(key: str) -> bool:
     return looks_secret(key) or key.upper().endswith("_URL")
 
 
-# --- a small deterministic YAML emitter ------------------------------------------------------
-# The package does not depend on PyYAML; manifests need only mappings, sequences, strings,
-# integers and booleans.  Strings that YAML could read as something else are double-quoted
-# with JSON escapes (a JSON string is a valid YAML double-quoted scalar).
-_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_./-]*")
-_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"}
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    printable = (
-        0x20 <= code <= 0x7E
-        or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
-        or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
-        or code >= 0x10000
-    )
-    if printable:
-        return ch
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-
-
-def _quoted(value: str) -> str:
-    # JSON escapes quotes, backslashes and C0 controls; YAML also reads U+0085, U+2028 and
-    # U+2029 as line breaks and wants other non-printables escaped (and no surrogate pairs).
-    return "".join(_escape(ch) for ch in json.dumps(value, ensure_ascii=False))
-
-
-def _scalar(value: Any) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS and value[0] != ".":
-            return value
-        return _quoted(value)
-    msg = f"Cannot write {value!r} to YAML; expected a string, an integer or a boolean."
-    raise TypeError(msg)
-
-
-def _literal(value: str, indent: int) -> list[str] | None:
-    """A multi-line string as a ``|`` block (readable config files), if YAML allows it."""
-    # Printable ASCII only: YAML reads other line breaks (\r, U+2028, ...) inside a block.
-    if (
-        "\n" not in value
-        or value[0] in " \n"
-        or any(not (32 <= ord(ch) < 127 or ch in "\n\t") for ch in value)
-    ):
-        return None
-    body = value.rstrip("\n")
-    trailing = len(value) - len(body)
-    chomp = {0: "|-", 1: "|"}.get(trailing, "|+")
-    pad = " " * indent
-    lines = [chomp]
-    lines += [pad + line if line else "" for line in body.split("\n")]
-    lines += [""] * (trailing - 1 if trailing > 1 else 0)
-    return lines
-
-
-def _block(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            head = f"{pad}{_scalar(str(key))}:"
-            literal = _literal(item, indent + 2) if isinstance(item, str) else None
-            if literal:
-                lines.append(f"{head} {literal[0]}")
-                lines.extend(literal[1:])
-            elif isinstance(item, (Mapping, list, tuple)) and item:
-                lines.append(head)
-                lines.extend(_block(item, indent + 2))
-            else:
-                lines.append(f"{head} {_inline(item)}")
-        return lines
-    for item in value:
-        if isinstance(item, (Mapping, list, tuple)) and item:
-            inner = _block(item, indent + 2)
-            inner[0] = f"{pad}- {inner[0][indent + 2 :]}"
-            lines.extend(inner)
-        else:
-            lines.append(f"{pad}- {_inline(item)}")
-    return lines
-
-
-def _inline(value: Any) -> str:
-    """A value that fits on its key's or dash's line: a scalar, or an empty mapping or list."""
-    if isinstance(value, Mapping):
-        return "{}"
-    if isinstance(value, (list, tuple)):
-        return "[]"
-    return _scalar(value)
-
-
-def dump_yaml(*documents: Mapping[str, Any]) -> str:
-    """Documents as one multi-document YAML string (keys in insertion order)."""
-    return "".join("---\n" + "\n".join(_block(doc, 0)) + "\n" for doc in documents)
-
-
 # --- names and helpers ------------------------------------------------------------------------
-def secret_name(spec: DeploymentSpec) -> str:
-    """The Secret every pod reads SECRET_KEY, DATABASE_URL, Redis URLs and API keys from."""
-    return f"{spec.project}-secrets"
-
-
-def _config_name(spec: DeploymentSpec) -> str:
-    return f"{spec.project}-config"
-
-
-def server_config_name(spec: DeploymentSpec) -> str:
-    """The ConfigMap holding the rendered ``gunicorn*.conf.py`` (mounted at config_dir)."""
-    return f"{spec.project}-server-config"
-
-
-def host_header(spec: DeploymentSpec) -> str:
-    """The Host header probes send: the server name, or ``localhost`` for the catch-all."""
-    if spec.server_name == "_":
-        return "localhost"
-    return spec.server_name.removeprefix("*.")
-
-
-def pools(spec: DeploymentSpec) -> list[dict[str, Any]]:
-    """One entry per Deployment: name, component, minimum and maximum replicas, and the compose
-    service whose command and server config the pool's pods share."""
-    result: list[dict[str, Any]] = [
-        {
-            "component": "web",
-            "replicas": spec.replicas,
-            "hpa_max": spec.hpa_max,
-            "service": spec.web_names[0],
-        }
-    ]
-    if spec.stream_names:
-        result.append(
-            {
-                "component": "stream",
-                "replicas": spec.stream_replicas,
-                "hpa_max": min(MAX_REPLICAS, 2 * spec.stream_replicas),
-                "service": spec.stream_names[0],
-            }
-        )
-    for pool in result:
-        pool["name"] = f"{spec.project}-{pool['component']}"
-    return result
 
 
 def config_map_env(spec: DeploymentSpec) -> dict[str, str]:
@@ -292,20 +156,6 @@ def liveness_probe(spec: DeploymentSpec, service: str) -> dict[str, Any]:
     }
 
 
-def prestop_command(spec: DeploymentSpec) -> list[str]:
-    """Drain, then wait while the endpoints controller and ingress-nginx drop the pod."""
-    return ["sh", "-c", f"python manage.py drain on; sleep {int(spec.chain.drain_delay)}"]
-
-
-def termination_grace_seconds(spec: DeploymentSpec) -> int:
-    """SIGKILL deadline: the chain's stop grace period (>= preStop sleep + graceful + margin).
-
-    The kubelet counts the preStop hook inside this period, exactly as the deploy script
-    counts its drain delay inside compose's ``stop_grace_period``.
-    """
-    return spec.chain.stop_grace_period
-
-
 _SECURITY = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -331,7 +181,7 @@ def _pod_security() -> dict[str, Any]:
 
 def _env_from(spec: DeploymentSpec) -> list[dict[str, Any]]:
     return [
-        {"configMapRef": {"name": _config_name(spec)}},
+        {"configMapRef": {"name": config_name(spec)}},
         {"secretRef": {"name": secret_name(spec)}},
     ]
 
@@ -472,7 +322,7 @@ def _config_map(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(spec, _config_name(spec), "config"),
+        "metadata": _meta(spec, config_name(spec), "config"),
         "data": config_map_env(spec),
     }
 
@@ -627,23 +477,36 @@ def _ingresses(spec: DeploymentSpec) -> list[dict[str, Any]]:
     return result
 
 
-def render(spec: DeploymentSpec) -> dict[str, str]:
-    """``k8s/*.yaml`` for ``spec`` (relative path -> content, sorted)."""
-    header = (
-        "# Generated by django-arena-scale (manage.py generate_lb_config) from one spec;\n"
-        "# regenerate instead of editing.  Apply: kubectl apply -f k8s/\n"
-    )
+def build(spec: DeploymentSpec) -> dict[str, list[dict[str, Any]]]:
+    """The manifests as data: relative path -> its YAML documents (what the checks read)."""
     pool_list = pools(spec)
     files = {
-        "k8s/00-namespace.yaml": dump_yaml(_namespace(spec)),
-        "k8s/10-configmap.yaml": dump_yaml(_config_map(spec), _server_config_map(spec)),
-        "k8s/20-job-migrate.yaml": dump_yaml(_migrate_job(spec)),
-        "k8s/50-ingress.yaml": dump_yaml(*_ingresses(spec)),
-        "k8s/60-hpa.yaml": dump_yaml(*(_hpa(spec, p) for p in pool_list)),
-        "k8s/70-pdb.yaml": dump_yaml(*(_pdb(spec, p) for p in pool_list)),
+        "k8s/00-namespace.yaml": [_namespace(spec)],
+        "k8s/10-configmap.yaml": [_config_map(spec), _server_config_map(spec)],
+        "k8s/20-job-migrate.yaml": [_migrate_job(spec)],
+        "k8s/50-ingress.yaml": _ingresses(spec),
+        "k8s/60-hpa.yaml": [_hpa(spec, p) for p in pool_list],
+        "k8s/70-pdb.yaml": [_pdb(spec, p) for p in pool_list],
     }
     for pool in pool_list:
         component = pool["component"]
-        files[f"k8s/30-deployment-{component}.yaml"] = dump_yaml(_deployment(spec, pool))
-        files[f"k8s/40-service-{component}.yaml"] = dump_yaml(_service(spec, pool))
-    return {path: header + files[path] for path in sorted(files)}
+        files[f"k8s/30-deployment-{component}.yaml"] = [_deployment(spec, pool)]
+        files[f"k8s/40-service-{component}.yaml"] = [_service(spec, pool)]
+    return {path: files[path] for path in sorted(files)}
+
+
+HEADER = (
+    "# Generated by django-arena-scale (manage.py generate_lb_config) from one spec;\n"
+    "# regenerate instead of editing.  Apply: kubectl apply -f k8s/\n"
+)
+
+
+def serialise(spec: DeploymentSpec, data: Mapping[str, Sequence[Any]]) -> dict[str, str]:
+    """The text of each manifest file (``spec`` is unused: the header is the same for all)."""
+    del spec
+    return {path: HEADER + dump_yaml(*docs) for path, docs in data.items()}
+
+
+def render(spec: DeploymentSpec) -> dict[str, str]:
+    """``k8s/*.yaml`` for ``spec`` (relative path -> content, sorted)."""
+    return serialise(spec, build(spec))

@@ -9,20 +9,32 @@ directory, so it runs as an ordinary user:
 
 from __future__ import annotations
 
-from django_arena_scale.deploy.nginx import nginx_files
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import nginx
+from django_arena_scale.deploy.spec import DeploymentSpec, UpstreamMember
 
-__all__ = ["render"]
+__all__ = ["build", "render", "serialise"]
 
 #: Creates the directory and keeps its runtime content out of version control.
 _IGNORE_ALL = "*\n!.gitignore\n"
 
 
+def _local(spec: DeploymentSpec) -> DeploymentSpec:
+    return spec if spec.target == "local" else spec.replace(target="local")
+
+
+def build(spec: DeploymentSpec) -> dict[str, tuple[UpstreamMember, ...]]:
+    """The upstream members of the loopback nginx (see :func:`.nginx.build`)."""
+    return nginx.build(_local(spec))
+
+
+def serialise(spec: DeploymentSpec, data: dict[str, tuple[UpstreamMember, ...]]) -> dict[str, str]:
+    return nginx.serialise(_local(spec), data)
+
+
 def render(spec: DeploymentSpec) -> dict[str, str]:
     """nginx.conf, includes and the (empty) logs/ and tmp/ directories at the output root."""
-    if spec.target != "local":
-        spec = spec.replace(target="local")
-    files = nginx_files(spec)
+    spec = _local(spec)
+    files = nginx.nginx_files(spec)
     files["logs/.gitignore"] = _IGNORE_ALL
     files["tmp/.gitignore"] = _IGNORE_ALL
     return files

@@ -137,7 +137,7 @@ class Command(BaseCommand):
                 return
 
             def validate(tree: Path) -> None:
-                found = problems(spec, rendered.files)
+                found = problems(spec, rendered)
                 if found:
                     raise CommandError("Generated files disagree: " + "; ".join(found) + ".")
 
