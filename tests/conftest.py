@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as _hypothesis_settings
 
+from tests.pg import PgBouncer, PostgresServer
 from tests.servers import RedisServer
 
 # The example project runs with DEBUG off in the processes tests start (example servers,
@@ -25,6 +26,27 @@ def fresh_redis() -> Iterator[RedisServer]:
     """A real redis-server of its own, for tests that stop, kill or restart it."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pg_primary() -> Iterator[PostgresServer]:
+    """A real PostgreSQL primary for the whole session (tests that kill one start their own)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_replica(pg_primary: PostgresServer) -> Iterator[PostgresServer]:
+    """A streaming hot standby of ``pg_primary`` (``pg_basebackup -R``)."""
+    with PostgresServer(primary=pg_primary) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_primary: PostgresServer) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of ``pg_primary``."""
+    with PgBouncer(pg_primary, pool_mode="transaction") as bouncer:
+        yield bouncer
 
 
 @pytest.fixture(autouse=True)
