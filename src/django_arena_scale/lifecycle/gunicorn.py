@@ -33,11 +33,13 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
 from types import FrameType
 from typing import Any
 
 from django_arena_scale.lifecycle.hooks import get_hooks, run_shutdown_hooks
+from django_arena_scale.lifecycle.listeners import HANDSHAKE_GRACE, master_holds, refuse_handshakes
 from django_arena_scale.lifecycle.state import State, get_lifecycle
 
 logger = logging.getLogger("django_arena_scale.lifecycle")
@@ -200,51 +202,34 @@ class ListenerDrainWatcher:
             os.kill(os.getpid(), signal.SIGHUP)
 
 
-def master_holds(sockets: Any) -> bool:
-    """Whether this worker's parent (the gunicorn master) still has one of ``sockets`` open.
-
-    A listening socket stops accepting only when its last descriptor closes, and the
-    connections queued in it at that moment are reset (after the client, nginx, already sent
-    its request).  So the master closes its copy first and each worker keeps accepting until
-    then; the last worker to close has just swept the queue.  Linux ``/proc``; where it
-    cannot be read the answer is False (do not wait).
-    """
-    try:
-        targets = {f"socket:[{os.fstat(sock.fileno()).st_ino}]" for sock in sockets}
-        fd_dir = f"/proc/{os.getppid()}/fd"
-        for name in os.listdir(fd_dir):
-            try:
-                if os.readlink(f"{fd_dir}/{name}") in targets:
-                    return True
-            except OSError:
-                continue
-    except (OSError, ValueError):
-        return False
-    return False
-
-
 def stop_listening(worker: Any) -> int | None:
     """Close a gthread worker's listening sockets, serving what the kernel already queued.
 
     Returns how many queued connections were accepted first, or None while the master still
-    holds the sockets (try again on the next loop turn: see :func:`master_holds`).  Runs in
-    the worker's main loop (the only thread that touches its poller).  Other worker classes
-    are left alone (the uvicorn worker stops listening in its server, ``lifecycle.uvicorn``).
+    holds the sockets (try again on the next loop turn).  The steps and why are in
+    :mod:`django_arena_scale.lifecycle.listeners`.  Runs in the worker's main loop (the only
+    thread that touches its poller).  Other worker classes are left alone (the uvicorn worker
+    stops listening in its server, ``lifecycle.uvicorn``).
     """
     sockets = list(getattr(worker, "sockets", None) or [])
     if not sockets or not hasattr(worker, "set_accept_enabled"):
         return 0
     if master_holds(sockets):
         return None
+    filtered = [refuse_handshakes(listener) for listener in sockets]
+    deadline = time.monotonic() + (HANDSHAKE_GRACE if any(filtered) else 0.0)
     accepted = 0
-    for listener in sockets:
-        for _ in range(_ACCEPT_SWEEP_LIMIT):
-            try:
-                readable, _, _ = select.select([listener], [], [], 0)
-            except (OSError, ValueError):
+    while accepted < _ACCEPT_SWEEP_LIMIT:
+        wait = max(0.0, deadline - time.monotonic())
+        try:
+            readable, _, _ = select.select(sockets, [], [], wait)
+        except (OSError, ValueError):
+            break
+        if not readable:
+            if wait <= 0.0:
                 break
-            if not readable:
-                break
+            continue
+        for listener in readable:
             worker.accept(listener)
             accepted += 1
     worker.set_accept_enabled(False)

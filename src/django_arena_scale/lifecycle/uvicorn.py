@@ -29,7 +29,7 @@ from typing import Any
 
 from uvicorn.server import Server
 
-from django_arena_scale.lifecycle.gunicorn import master_holds
+from django_arena_scale.lifecycle.listeners import HANDSHAKE_GRACE, master_holds, refuse_handshakes
 from django_arena_scale.lifecycle.state import State, get_lifecycle
 
 try:
@@ -146,13 +146,17 @@ class DrainingServer(Server):
 
         Waits (returns, to be called again on the next tick) while the gunicorn master still
         holds the sockets, so that this worker accepts until the master closed its copy; then
-        serves what the kernel already queued and closes them.
+        stops new handshakes, serves what the kernel already queued and closes them (the
+        steps and why: :mod:`django_arena_scale.lifecycle.listeners`).
         """
         servers = list(getattr(self, "servers", []))
         sockets = [sock for server in servers for sock in (server.sockets or ())]
         if sockets and master_holds(sockets):
             return
         self.listening_stopped = True
+        # No new handshakes from here on; the servers keep accepting those under way.
+        if [sock for sock in sockets if refuse_handshakes(sock)]:
+            await asyncio.sleep(HANDSHAKE_GRACE)
         for sock in sockets:
             await self._serve_queued(sock)
         for server in servers:
