@@ -19,10 +19,9 @@ from django_arena_scale.stack import control
 from tests.e2e.helpers import (
     EXAMPLE,
     get_json,
-    pid_alive,
     stack_command,
     stack_env,
-    stack_pids,
+    stop_stack,
 )
 from tests.servers import free_port
 
@@ -153,20 +152,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         print(f"\n[stack] {running.state()['url']} replicas={running.replica_ports()}")
         yield running
     finally:
-        pids = stack_pids(state_dir)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        leftovers = [p for p in pids + stack_pids(state_dir) if pid_alive(p)]
-        for pid in leftovers:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        leftovers = stop_stack(proc, state_dir)
         assert proc.returncode == 0, (state_dir / "runner.log").read_text()[-3000:]
         assert leftovers == [], f"processes left behind: {leftovers}"
 

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -82,6 +83,26 @@ def stack_pids(state_dir: Path) -> list[int]:
     pids = [r["pid"] for r in state["replicas"] + state["redis"]]
     pids.append(state.get("nginx_pid"))
     return [p for p in pids if p]
+
+
+def stop_stack(proc: subprocess.Popen[Any], state_dir: Path) -> list[int]:
+    """Stop a ``run_lb_stack`` process (SIGTERM, then SIGKILL after 90 s) and kill every
+    process of its stack still alive; return those leftovers (a test asserts there are none)."""
+    pids = stack_pids(state_dir)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    leftovers = [p for p in pids + stack_pids(state_dir) if pid_alive(p)]
+    for pid in leftovers:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return leftovers
 
 
 def wait_until(predicate: object, timeout: float, what: str) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -44,10 +43,9 @@ from tests.e2e.helpers import (
     check_posts,
     get_post_plan,
     login,
-    pid_alive,
     stack_command,
     stack_env,
-    stack_pids,
+    stop_stack,
 )
 from tests.integration.test_generated_configs import materialize
 from tests.servers import free_port
@@ -203,20 +201,7 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
             time.sleep(0.2)
         yield stack
     finally:
-        pids = stack_pids(state_dir)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        leftovers = [p for p in pids + stack_pids(state_dir) if pid_alive(p)]
-        for pid in leftovers:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        leftovers = stop_stack(proc, state_dir)
         assert leftovers == [], f"processes left behind: {leftovers}"
 
 
