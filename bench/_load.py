@@ -20,10 +20,14 @@ UNLIMITED = {
 
 
 class WrkResult(NamedTuple):
-    """What one ``wrk`` run reported."""
+    """What one ``wrk`` run reported (``p99_ms`` only when asked for ``latency``)."""
 
     rps: float
     requests: int
+    p99_ms: float | None = None
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def wrk(
@@ -33,6 +37,7 @@ def wrk(
     connections: int,
     threads: int = 1,
     headers: Sequence[str] = (),
+    latency: bool = False,
 ) -> WrkResult:
     """Load ``url`` for ``duration`` seconds (whole seconds, at least 1); exits on any non-2xx/3xx.
 
@@ -43,6 +48,8 @@ def wrk(
     command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s"]
     for header in headers:
         command += ["-H", header]
+    if latency:
+        command.append("--latency")
     out = subprocess.run(
         [*command, url],
         capture_output=True,
@@ -56,4 +63,6 @@ def wrk(
     total = re.search(r"(\d+) requests in", out)
     if rate is None or total is None:
         raise SystemExit(f"cannot parse wrk output for {url}:\n{out}")
-    return WrkResult(float(rate.group(1)), int(total.group(1)))
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    p99_ms = float(p99.group(1)) * _UNIT_MS[p99.group(2)] if p99 else None
+    return WrkResult(float(rate.group(1)), int(total.group(1)), p99_ms)

@@ -128,6 +128,14 @@ def _probe_prefix(value: Any) -> str:
     return prefix
 
 
+def _header_name(value: Any) -> str:
+    name = str(value).strip()
+    if not name or not all(c.isascii() and (c.isalnum() or c == "-") for c in name):
+        msg = f"A header name such as 'X-Request-ID' is expected, got {value!r}."
+        raise ValueError(msg)
+    return name
+
+
 def _optional_str(value: Any) -> str | None:
     return value or None
 
@@ -286,6 +294,21 @@ class ArenaScaleSettings:
         "Redis URL that coordinates circuit breakers across replicas.",
         convert=_optional_str,
         nullable=True,
+    )
+    # --- observability ------------------------------------------------------------------------
+    METRICS = Setting(
+        True,
+        (bool,),
+        "Serve Prometheus metrics at <ARENA_SCALE_PROBE_PREFIX>metrics (same access rule as "
+        "the /status/ details) and let MetricsMiddleware record requests.",
+        convert=bool,
+    )
+    REQUEST_ID_HEADER = Setting(
+        "X-Request-ID",
+        (str,),
+        "Header RequestIDMiddleware reads the request id from (kept when at most 128 "
+        "characters of [A-Za-z0-9._:-], else a new uuid4 hex) and returns it in.",
+        convert=_header_name,
     )
 
     def raw(self, name: str) -> Any:

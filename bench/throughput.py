@@ -1,0 +1,212 @@
+"""What the generated stack costs against the same app run by hand.
+
+Run: ``.venv/bin/python bench/throughput.py [--rounds 3] [--duration 8] [--connections 32]``
+
+In one run, on the same CPUs, against the same Redis and the same database:
+
+* **stack**: ``run_lb_stack``'s ``LocalStack`` with the generated nginx and gunicorn configs and
+  the spec's defaults (``--replicas``, 2 by default); nginx's per-IP limits are lifted, since one
+  client (wrk) drives all the load;
+* **by hand**: ``gunicorn arena_project.wsgi -w <cpus>`` (sync workers), direct, with the
+  environment of one stack replica.
+
+Endpoints: ``/api/ping/`` (trivial view), ``/api/whoami/`` with a logged-in session (session +
+user load) and ``/api/messages/`` (a database read).  Rounds alternate the order; the medians are
+printed with p99 latency, the RSS of each replica and of the by-hand server, and the ratios
+stack / by hand (the target is at least 0.9 for every endpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
+
+from bench._load import UNLIMITED, wrk  # noqa: E402
+
+from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
+from django_arena_scale.stack.runner import (  # noqa: E402
+    LocalStack,
+    StackOptions,
+    free_port_range,
+)
+
+DEMO = {"username": "bench", "password": secrets.token_urlsafe(16)}
+ENDPOINTS = (
+    ("ping", "/api/ping/", False),
+    ("session + user", "/api/whoami/", True),
+    ("db read", "/api/messages/?limit=20", False),
+)
+
+
+@contextlib.contextmanager
+def generated_stack(replicas: int) -> Iterator[LocalStack]:
+    base = free_port_range(12, start=25000)
+    fields: dict[str, Any] = {
+        "target": "local",
+        "settings_module": "arena_project.settings",
+        "wsgi_app": "arena_project.wsgi:application",
+        "asgi_app": "arena_project.asgi:application",
+        "replicas": replicas,
+        "local_port": base,
+        "status_port": base + 1,
+        "local_redis_port": base + 2,
+        "local_base_port": base + 3,
+        **UNLIMITED,
+    }
+    state_dir = tempfile.mkdtemp(prefix="arena-bench-throughput-")
+    env = {"ARENA_DEMO_USER": DEMO["username"], "ARENA_DEMO_PASSWORD": DEMO["password"]}
+    stack = LocalStack(
+        DeploymentSpec(**fields),
+        state_dir,
+        StackOptions(cwd=str(ROOT / "example_project"), env=env),
+        out=lambda line: None,
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop(quiet=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def by_hand(env: dict[str, str], workers: int) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``gunicorn arena_project.wsgi -w N`` (sync workers), as a user runs it by hand."""
+    port = free_port_range(1, start=26000)
+    env = {k: v for k, v in env.items() if k != "ARENA_SCALE_DRAIN_FILE"}
+    env["ARENA_REPLICA_NAME"] = "by-hand"
+    argv = [sys.executable, "-m", "gunicorn", "arena_project.wsgi", "-w", str(workers)]
+    argv += ["-b", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT / "example_project",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ping/", timeout=2).read()
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the by-hand gunicorn did not start")
+            time.sleep(0.2)
+        yield port, proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=10)
+
+
+def login(base_url: str) -> str:
+    """Log the bench user in; returns the Cookie header (sessions live in the shared Redis)."""
+    request = urllib.request.Request(
+        f"{base_url}/auth/login/",
+        data=json.dumps(DEMO).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        cookies = response.headers.get_all("Set-Cookie") or []
+    return "; ".join(c.split(";", 1)[0] for c in cookies)
+
+
+def rss_mib(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return total / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="by hand")
+    args = parser.parse_args()
+
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    with generated_stack(args.replicas) as stack:
+        api = stack.spec.web_names[0]
+        with by_hand(stack.replica_env(api), args.workers) as (port, hand):
+            urls = {"stack": stack.url.rstrip("/"), "by hand": f"http://127.0.0.1:{port}"}
+            cookie = login(urls["stack"])
+            for base in urls.values():  # warm every worker's imports and pools
+                for _, path, session in ENDPOINTS:
+                    headers = [f"Cookie: {cookie}"] if session else []
+                    wrk(base + path, duration=2, connections=args.connections, headers=headers)
+            for i in range(args.rounds):
+                sides = list(urls.items())
+                for side, base in sides if i % 2 == 0 else reversed(sides):
+                    for name, path, session in ENDPOINTS:
+                        headers = [f"Cookie: {cookie}"] if session else []
+                        result = wrk(
+                            base + path,
+                            duration=args.duration,
+                            connections=args.connections,
+                            headers=headers,
+                            latency=True,
+                        )
+                        results.setdefault((side, name), []).append(
+                            (result.rps, result.p99_ms or float("nan"))
+                        )
+            rss = {
+                name: rss_mib(replica.process.pid)
+                for name, replica in stack.replicas.items()
+                if replica.process.pid
+            }
+            rss["by hand"] = rss_mib(hand.pid)
+
+    cpus = os.cpu_count() or 1
+    print(
+        f"throughput: wrk -t1 -c{args.connections} -d{args.duration}s, median of {args.rounds} "
+        f"interleaved rounds, {cpus} CPUs; stack = {args.replicas} replicas behind nginx "
+        f"(generated configs), by hand = gunicorn -w {args.workers} sync, direct"
+    )
+    print(f"{'endpoint':<16}{'by hand req/s':>14}{'p99 ms':>8}{'stack req/s':>13}{'p99 ms':>8}"
+          f"{'ratio':>7}{'stack req/s/CPU':>17}")  # fmt: skip
+    for name, _, _ in ENDPOINTS:
+        hand_rps = statistics.median(r for r, _ in results[("by hand", name)])
+        hand_p99 = statistics.median(p for _, p in results[("by hand", name)])
+        stack_rps = statistics.median(r for r, _ in results[("stack", name)])
+        stack_p99 = statistics.median(p for _, p in results[("stack", name)])
+        print(
+            f"{name:<16}{hand_rps:>14,.0f}{hand_p99:>8.1f}{stack_rps:>13,.0f}{stack_p99:>8.1f}"
+            f"{stack_rps / hand_rps:>7.2f}{stack_rps / cpus:>17,.0f}"
+        )
+    print("RSS (MiB, process tree): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+
+
+if __name__ == "__main__":
+    main()
