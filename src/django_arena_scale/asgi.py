@@ -71,6 +71,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.utils.cache import patch_vary_headers
 from django.utils.module_loading import import_string
 
+from django_arena_scale.metrics import method_label
 from django_arena_scale.responses import close_without_signal
 from django_arena_scale.streamauth import AuthStreamRequest, read_only_store
 
@@ -103,14 +105,31 @@ INLINE_SAFE_MIDDLEWARE = frozenset(
         "django.middleware.security.SecurityMiddleware",
         "django.middleware.common.CommonMiddleware",
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "django_arena_scale.requestid.RequestIDMiddleware",
     }
 )
+#: When this is in ``settings.MIDDLEWARE``, fast-path requests are counted like the others.
+METRICS_MIDDLEWARE = "django_arena_scale.metrics.MetricsMiddleware"
 
 
 def _default_middleware() -> list[str]:
     from django.conf import settings
 
     return [path for path in settings.MIDDLEWARE if path in INLINE_SAFE_MIDDLEWARE]
+
+
+def _metrics_recorder() -> Callable[[str, str, int, float], None] | None:
+    """``record_request`` when MetricsMiddleware is installed and metrics are on, else None."""
+    from django.conf import settings
+
+    from django_arena_scale.health import fastconf
+
+    if METRICS_MIDDLEWARE not in settings.MIDDLEWARE or not fastconf.get("METRICS"):
+        return None
+    from django_arena_scale.metrics import _prom
+
+    _prom.install()
+    return _prom.record_request
 
 
 def _no_response(request: HttpRequest) -> HttpResponseBase:
@@ -180,6 +199,7 @@ class StreamRouter:
                 self._response_hooks.append(hook)
         # Like Django's handler: the response phase runs in reverse order.
         self._response_hooks.reverse()
+        self._record = _metrics_recorder()
 
     def __repr__(self) -> str:
         return (
@@ -222,6 +242,7 @@ class StreamRouter:
         return None
 
     async def _serve(self, view: AsyncView, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         auth = scope["path"] in self.auth_paths
         request = (
             AuthStreamRequest(scope, io.BytesIO()) if auth else ASGIRequest(scope, io.BytesIO())
@@ -240,6 +261,14 @@ class StreamRouter:
             # What SessionMiddleware does: a response that depends on the session varies on it.
             patch_vary_headers(response, ("Cookie",))
         response = self._response_phase(request, response)
+        if self._record is not None:
+            # The route label is the routed path itself: one of a few exact, configured paths.
+            self._record(
+                method_label(request.method),
+                scope["path"].lstrip("/") or "/",
+                response.status_code,
+                time.perf_counter() - started,
+            )
         # A held stream should not keep the request (META, headers, GET) alive for hours.
         del request
         task = asyncio.current_task()

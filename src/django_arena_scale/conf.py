@@ -281,6 +281,59 @@ class ArenaScaleSettings:
         "DeploymentSpec fields for generate_lb_config (CLI options override them).",
         convert=_dict,
     )
+    # --- databases ----------------------------------------------------------------------------
+    READ_REPLICAS = Setting(
+        [],
+        _SEQ,
+        "Database aliases ReplicaRouter sends reads to (database_settings() sets it); writes, "
+        "transactions and recent writers use 'default', the primary.",
+        convert=_str_list,
+    )
+    READ_YOUR_WRITES = Setting(
+        5.0,
+        _NUM,
+        "Seconds a client's reads go to the primary after it wrote (recorded in the cache, "
+        "keyed by user or session, so every app replica sees it); 0 turns it off.",
+        convert=float,
+        minimum=0,
+    )
+    READ_YOUR_WRITES_CACHE = Setting(
+        "default",
+        (str,),
+        "Cache alias that records recent writers for READ_YOUR_WRITES (a shared Redis when "
+        "several app replicas run).",
+        convert=str,
+    )
+    REPLICA_MAX_LAG = Setting(
+        5.0,
+        _NUM,
+        "A read replica further behind its primary than this (s) is skipped: its reads go to "
+        "the primary.",
+        convert=float,
+        exclusive_minimum=0,
+    )
+    REPLICA_CHECK_INTERVAL = Setting(
+        1.0,
+        _NUM,
+        "Seconds a read replica's health (reachable, lag) is reused per process.",
+        convert=float,
+        exclusive_minimum=0,
+    )
+    REPLICA_CHECK_TIMEOUT = Setting(
+        0.5,
+        _NUM,
+        "Time limit (s) of one replica health check; a replica that does not answer in time "
+        "is skipped until the next check.",
+        convert=float,
+        exclusive_minimum=0,
+    )
+    PGBOUNCER = Setting(
+        False,
+        (bool, list, tuple),
+        "PgBouncer in transaction mode is in front of the database: True for every alias, a "
+        "list for these aliases; turns on the PgBouncer checks (E040-E042, W041).",
+        convert=_all_or_names,
+    )
     # --- resilience ---------------------------------------------------------------------------
     LLM_PROVIDERS = Setting(
         {},

@@ -1,9 +1,10 @@
 """``ProbeMiddleware``, ``DependencyErrorMiddleware`` and ``SessionMiddleware``.
 
 ``ProbeMiddleware``: put it first in ``MIDDLEWARE``.  It answers exactly ``<prefix>live``,
-``health``, ``ready`` and ``status`` (with or without the trailing slash) for GET and HEAD
-(other methods get 405), so host validation, HTTPS redirects, login requirements, locale
-redirects and throttling never see a probe.  Any other request costs one dict lookup.
+``health``, ``ready``, ``status`` and, unless ``ARENA_SCALE_METRICS`` is False, ``metrics``
+(with or without the trailing slash) for GET and HEAD (other methods get 405), so host
+validation, HTTPS redirects, login requirements, locale redirects and throttling never see a
+probe.  Any other request costs one dict lookup.
 
 A request that fails because a shared dependency is down (Redis refused, timed out, loading,
 full, read-only; the database unreachable) gets ``503 {"error": "dependency_unavailable",
@@ -36,10 +37,10 @@ GetResponse = Callable[[HttpRequest], Any]
 logger = logging.getLogger("django_arena_scale.health")
 
 
-def probe_routes(prefix: str) -> dict[str, str]:
+def probe_routes(prefix: str, *, metrics: bool = False) -> dict[str, str]:
     """Exact request paths answered for ``prefix`` (which starts and ends with ``/``)."""
     routes: dict[str, str] = {}
-    for kind in service.PROBES:
+    for kind in (*service.PROBES, "metrics") if metrics else service.PROBES:
         routes[f"{prefix}{kind}"] = kind
         routes[f"{prefix}{kind}/"] = kind
     return routes
@@ -59,7 +60,13 @@ class ProbeMiddleware:
         if self.async_mode:
             markcoroutinefunction(self)
         self.prefix = service.setting_or_default("PROBE_PREFIX")
-        self.routes = probe_routes(self.prefix)
+        metrics = bool(service.setting_or_default("METRICS"))
+        self.routes = probe_routes(self.prefix, metrics=metrics)
+        if metrics:
+            from django_arena_scale.metrics import _prom
+
+            # Readiness, LLM and shutdown metrics are recorded from now on in this process.
+            _prom.install()
         # Django builds the middleware chain once its apps are ready: the moment to warm up.
         try:
             start_warmups()

@@ -45,6 +45,32 @@ ChecksFactory = Callable[[], Sequence[Check]]
 Spawn = Callable[[Callable[[], None]], None]
 Outcome = Future[tuple[Status, Reason | None, float]]
 
+#: Called with every fresh report (not with cached ones): the metrics read results from here.
+ReportObserver = Callable[[Report], None]
+_observers: tuple[ReportObserver, ...] = ()
+
+
+def add_report_observer(observer: ReportObserver) -> None:
+    """Call ``observer(report)`` after each evaluation, in the thread that ran it (once each)."""
+    global _observers
+    if observer not in _observers:
+        _observers = (*_observers, observer)
+
+
+def remove_report_observer(observer: ReportObserver) -> None:
+    global _observers
+    _observers = tuple(item for item in _observers if item != observer)
+
+
+def _observe(report: Report) -> None:
+    for observer in _observers:
+        try:
+            observer(report)
+        except Exception:
+            # Metrics must never break a probe.
+            logger.exception("Report observer %r failed.", observer)
+
+
 # A waiter gives up this long after the deadline; the leader is itself bounded by the deadline,
 # so this only guards against a bug, and then answers "timeout" rather than hanging a worker.
 _WAITER_SLACK = 1.0
@@ -189,6 +215,8 @@ class Runner:
         except BaseException:
             logger.exception("Building or running the health checks failed.")
             report = self._error_report("checks")
+        if _observers:
+            _observe(report)
         with self._lock:
             self._cached = report
             self._cached_at = self._clock()

@@ -467,11 +467,48 @@ async def astatus(request: HttpRequest) -> HttpResponse:
     return _status_response(request, report, detailed)
 
 
+# --- <prefix>metrics ----------------------------------------------------------------------------
+_FORBIDDEN = b'{"error":"forbidden"}'
+
+
+def _metrics_body(request: HttpRequest) -> HttpResponse:
+    from django_arena_scale.metrics import _prom
+
+    body = _prom.exposition()
+    head = request.method == "HEAD"
+    response = HttpResponse(b"" if head else body, content_type=_prom.CONTENT_TYPE)
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    if not head:
+        response["Content-Length"] = str(len(body))
+    return response
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text for the ``/status/`` details' audience; 403 JSON for anyone else."""
+    if not (_token_or_network(request) or is_staff_request(request)):
+        return _response(403, _FORBIDDEN, request)
+    return _metrics_body(request)
+
+
+async def ametrics(request: HttpRequest) -> HttpResponse:
+    from asgiref.sync import sync_to_async
+
+    allowed = _token_or_network(request)
+    if not allowed:
+        allowed = await sync_to_async(is_staff_request, thread_sensitive=True)(request)
+    if not allowed:
+        return _response(403, _FORBIDDEN, request)
+    # Merging the workers' files is file I/O: off the event loop.
+    return await sync_to_async(_metrics_body, thread_sensitive=False)(request)
+
+
 SYNC: dict[str, Callable[[HttpRequest], HttpResponse]] = {
     "live": live,
     "health": health,
     "ready": ready,
     "status": status,
+    "metrics": metrics,
 }
 
 
@@ -490,6 +527,8 @@ async def asafe(kind: str, request: HttpRequest) -> HttpResponse:
             return await aready(request)
         if kind == "status":
             return await astatus(request)
+        if kind == "metrics":
+            return await ametrics(request)
         return SYNC[kind](request)
     except Exception:
         logger.exception("Probe %s failed unexpectedly.", kind)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -101,6 +102,9 @@ class ShutdownHooks:
                 return []
             self._ran = True
             hooks = list(self._hooks)
+        metrics = sys.modules.get("django_arena_scale.metrics._prom")
+        if metrics is not None:  # counted once metrics are on in this process
+            metrics.drain_event("shutdown_started")
         if default_timeout is None:
             default_timeout = _setting_timeout()
         if signal_receivers:

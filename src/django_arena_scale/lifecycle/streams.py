@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -33,6 +34,11 @@ WS_CLOSE_SERVICE_RESTART = 1012
 
 def is_draining() -> bool:
     return get_lifecycle().state is State.DRAINING
+
+
+def _metrics() -> Any:
+    """The metrics recorder once something enabled it in this process (else None)."""
+    return sys.modules.get("django_arena_scale.metrics._prom")
 
 
 class _Watcher:
@@ -141,14 +147,19 @@ async def drain_aware_sse(
     so the reconnect event goes out within ``DRAIN_POLL_INTERVAL`` of the drain.
     """
     iterator = source.__aiter__()
+    metrics = _metrics()
     if is_draining():
         await _aclose(iterator)
+        if metrics is not None:
+            metrics.drain_event("sse_reconnect")
         yield reconnect_event(retry_ms=retry_ms)
         return
     task = asyncio.current_task()
     watcher = _watcher()
     watcher.streams += 1
     watcher.ensure_running()
+    if metrics is not None:
+        metrics.stream_opened()
     try:
         while not watcher.draining:
             if task is not None:
@@ -166,9 +177,13 @@ async def drain_aware_sse(
                     watcher.blocked.discard(task)
             yield chunk
         await _aclose(iterator)
+        if metrics is not None:
+            metrics.drain_event("sse_reconnect")
         yield reconnect_event(retry_ms=retry_ms)
     finally:
         watcher.streams -= 1
+        if metrics is not None:
+            metrics.stream_closed()
         await _aclose(iterator)
 
 
@@ -186,9 +201,14 @@ def drain_aware_sse_sync(source: Iterable[Any], *, retry_ms: int | None = None) 
     every second or two (a keep-alive comment will do).
     """
     iterator = iter(source)
+    metrics = _metrics()
+    if metrics is not None:
+        metrics.stream_opened()
     try:
         while True:
             if is_draining():
+                if metrics is not None:
+                    metrics.drain_event("sse_reconnect")
                 yield reconnect_event(retry_ms=retry_ms)
                 return
             try:
@@ -197,6 +217,8 @@ def drain_aware_sse_sync(source: Iterable[Any], *, retry_ms: int | None = None) 
                 return
             yield chunk
     finally:
+        if metrics is not None:
+            metrics.stream_closed()
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
@@ -214,17 +236,28 @@ class DrainAwareConsumerMixin:
 
     drain_close_code = WS_CLOSE_SERVICE_RESTART
     _drain_task: asyncio.Task[None] | None = None
+    _counted: Any = None
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
+        metrics = _metrics()
+        if metrics is not None and self._counted is None:
+            self._counted = metrics
+            metrics.websocket_opened()
         await super().websocket_connect(message)  # type: ignore[misc]
         self._drain_task = asyncio.ensure_future(self._close_on_drain())
 
     async def _close_on_drain(self) -> None:
         await drained()
+        metrics = _metrics()
+        if metrics is not None:
+            metrics.drain_event("websocket_close")
         await self.close(code=self.drain_close_code)  # type: ignore[attr-defined]
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         task = self._drain_task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
+        counted, self._counted = self._counted, None
+        if counted is not None:
+            counted.websocket_closed()
         await super().websocket_disconnect(message)  # type: ignore[misc]

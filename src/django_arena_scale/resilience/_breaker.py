@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pybreaker
 
+from django_arena_scale.resilience import _events
 from django_arena_scale.resilience._classify import Outcome
 from django_arena_scale.resilience._errors import ProviderUnavailable
 from django_arena_scale.resilience._events import BreakerEvent, emit
@@ -236,6 +237,8 @@ class CircuitBreaker:
 
     def record(self, ticket: Ticket, outcome: Outcome, reason: str = "") -> None:
         """Record an attempt's outcome; late outcomes (admitted before a transition) are ignored."""
+        if _events.observing:
+            emit(BreakerEvent("outcome", self.name, reason=outcome.value))
         if outcome is Outcome.SUCCESS:
             counters = self.counters
             with counters._lock:

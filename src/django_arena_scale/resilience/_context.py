@@ -76,13 +76,22 @@ def _check_name(what: str, value: Any) -> None:
 class AttemptContext:
     """What the wrapped function may want to know about the attempt it runs in."""
 
-    __slots__ = ("attempt", "deadline_at", "target", "timeout")
+    __slots__ = ("attempt", "deadline_at", "request_id", "target", "timeout")
 
-    def __init__(self, target: Target, attempt: int, timeout: float, deadline_at: float) -> None:
+    def __init__(
+        self,
+        target: Target,
+        attempt: int,
+        timeout: float,
+        deadline_at: float,
+        request_id: str | None = None,
+    ) -> None:
         self.target = target
         self.attempt = attempt
         self.timeout = timeout
         self.deadline_at = deadline_at
+        #: The id of the request that made the call (``X-Request-ID``), or None.
+        self.request_id = request_id
 
     def __repr__(self) -> str:
         return (

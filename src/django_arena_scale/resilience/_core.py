@@ -33,6 +33,8 @@ from tenacity import RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from django_arena_scale.requestid import request_id_var
+from django_arena_scale.resilience import _events
 from django_arena_scale.resilience._breaker import CircuitBreaker
 from django_arena_scale.resilience._classify import Outcome, Verdict
 from django_arena_scale.resilience._context import AttemptContext, Target, attempt_var
@@ -48,7 +50,10 @@ from django_arena_scale.resilience._policy import RetryPolicy, is_testing
 if TYPE_CHECKING:
     from django_arena_scale.resilience._guard import LLMGuard
 
-__all__ = ["Attempt", "Chunks", "DeadlineStop", "HintOrBackoff", "Run"]
+__all__ = ["REQUEST_ID_HEADER", "Attempt", "Chunks", "DeadlineStop", "HintOrBackoff", "Run"]
+
+#: The header the guard adds to the ``headers_kwarg`` mapping of each attempt.
+REQUEST_ID_HEADER = "X-Request-ID"
 
 
 class Attempt:
@@ -99,9 +104,18 @@ class Attempt:
         self.ticket = self.breaker.admit()
         run.attempts += 1
         self.timeout = timeout = run.policy.attempt_timeout_for(run.deadline_at - run.guard.clock())
-        name = run.guard.timeout_kwarg
+        guard = run.guard
+        name = guard.timeout_kwarg
         self.call_kwargs = self.kwargs if name is None else {**self.kwargs, name: timeout}
-        ctx = AttemptContext(self.target, self.number, timeout, run.deadline_at)
+        request_id = request_id_var.get()
+        headers = guard.headers_kwarg
+        if headers is not None and request_id is not None:
+            given = self.call_kwargs.get(headers) or {}
+            self.call_kwargs = {
+                **self.call_kwargs,
+                headers: {**given, REQUEST_ID_HEADER: request_id},
+            }
+        ctx = AttemptContext(self.target, self.number, timeout, run.deadline_at, request_id)
         self.token = attempt_var.set(ctx)
         return self
 
@@ -295,6 +309,7 @@ class Chunks:
         "ended",
         "outcome",
         "reason",
+        "sent",
         "ticket",
         "token",
     )
@@ -303,11 +318,14 @@ class Chunks:
         run = attempt.run
         idle = run.policy.idle_timeout
         timeout = idle if idle is not None else run.policy.deadline
-        self.ctx = AttemptContext(attempt.target, attempt.number, timeout, run.deadline_at)
+        self.ctx = AttemptContext(
+            attempt.target, attempt.number, timeout, run.deadline_at, request_id_var.get()
+        )
         self.classifier = run.guard.classifier
         self.ticket = attempt.ticket
         self.end = end
         self.count = 0  # chunks passed on to the consumer
+        self.sent = 1  # chunks yielded to the consumer (the first one already was)
         self.ended = False
         self.outcome = Outcome.NEUTRAL
         self.reason = ""
@@ -333,3 +351,6 @@ class Chunks:
 
     def record(self) -> None:
         self.ticket.breaker.record(self.ticket, self.outcome, self.reason)
+        if _events.observing:
+            name = self.ticket.breaker.name
+            emit(BreakerEvent("stream_end", name, value=float(self.sent)))

@@ -51,6 +51,7 @@ class LLMGuard:
         fallbacks: Sequence[Target | str] = (),
         classifier: Classifier | None = None,
         timeout_kwarg: str | None = None,
+        headers_kwarg: str | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         async_sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -85,12 +86,18 @@ class LLMGuard:
         ):
             msg = f"timeout_kwarg should be a keyword name, got {timeout_kwarg!r}."
             raise GuardConfigError(msg)
+        if headers_kwarg is not None and not (
+            isinstance(headers_kwarg, str) and headers_kwarg.isidentifier()
+        ):
+            msg = f"headers_kwarg should be a keyword name, got {headers_kwarg!r}."
+            raise GuardConfigError(msg)
         for name, value in (("clock", clock), ("sleep", sleep), ("async_sleep", async_sleep)):
             if value is not None and not callable(value):
                 msg = f"{name} should be callable, got {value!r}."
                 raise GuardConfigError(msg)
         self.classifier = classifier or default_classifier
         self.timeout_kwarg = timeout_kwarg
+        self.headers_kwarg = headers_kwarg
         self.clock = clock or time.monotonic
         self._sleep = sleep or time.sleep
         self._async_sleep = async_sleep or asyncio.sleep
@@ -134,8 +141,9 @@ class LLMGuard:
         if not callable(func):
             msg = f"llm_call() decorates a callable, got {func!r}."
             raise GuardConfigError(msg)
-        if self.timeout_kwarg is not None:
-            self._check_accepts(func, self.timeout_kwarg)
+        for kwarg in (self.timeout_kwarg, self.headers_kwarg):
+            if kwarg is not None:
+                self._check_accepts(func, kwarg)
         wrapper: Callable[..., Any]
         if inspect.isasyncgenfunction(func):
 
@@ -198,6 +206,7 @@ def llm_call(
     fallbacks: Sequence[Target | str] = (),
     classifier: Classifier | None = None,
     timeout_kwarg: str | None = None,
+    headers_kwarg: str | None = None,
     clock: Callable[[], float] | None = None,
     sleep: Callable[[float], None] | None = None,
     async_sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -211,6 +220,9 @@ def llm_call(
     (until it returns); iterate the stream inside a generator function to get stream semantics.
     ``options`` are provider options (see ``PROVIDER_OPTIONS``) overriding
     ``ARENA_SCALE_LLM_PROVIDERS[provider]``; invalid ones raise :class:`GuardConfigError` here.
+    ``headers_kwarg`` (e.g. ``"extra_headers"`` for the OpenAI and Anthropic SDKs): the guard
+    adds ``X-Request-ID`` (the id of the request being handled, when there is one) to that
+    keyword argument's mapping on every attempt, so the provider's logs can be matched.
     ``clock``/``sleep``/``async_sleep``/``random`` are injectable for tests.
     """
     return LLMGuard(
@@ -219,6 +231,7 @@ def llm_call(
         fallbacks=fallbacks,
         classifier=classifier,
         timeout_kwarg=timeout_kwarg,
+        headers_kwarg=headers_kwarg,
         clock=clock,
         sleep=sleep,
         async_sleep=async_sleep,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import AsyncRetrying, Retrying
 
+from django_arena_scale.resilience import _events
 from django_arena_scale.resilience._context import Target
 from django_arena_scale.resilience._core import Attempt, Chunks, Run
 from django_arena_scale.resilience._errors import (
@@ -27,6 +28,7 @@ from django_arena_scale.resilience._errors import (
     IdleTimeout,
     LLMTimeout,
 )
+from django_arena_scale.resilience._events import BreakerEvent, emit
 from django_arena_scale.resilience._policy import RetryPolicy, effective_policy
 
 if TYPE_CHECKING:
@@ -172,12 +174,15 @@ def _open_sync(attempt: Attempt, args: tuple[Any, ...]) -> tuple[Iterator[Any], 
             first = next(gen, _MISSING)
             limit = _first_chunk_limit(attempt.run.policy, attempt.timeout)
             # A sync generator cannot be interrupted; a late first chunk is still a timeout.
-            if first is not _MISSING and clock() - started > limit:
+            elapsed = clock() - started
+            if first is not _MISSING and elapsed > limit:
                 raise FirstChunkTimeout(attempt.target.name, limit)
         except BaseException:
             _close_quietly(gen)
             raise
         attempt.open_stream = first is not _MISSING
+        if attempt.open_stream and _events.observing:
+            emit(BreakerEvent("first_chunk", attempt.breaker.name, value=elapsed))
     return gen, first, attempt
 
 
@@ -202,6 +207,7 @@ def stream_sync(
                     raise IdleTimeout(ctx.target.name, idle)
             if chunks.ended:
                 break
+            chunks.sent += 1
             yield chunk
     finally:
         chunks.record()
@@ -212,6 +218,8 @@ async def _open_async(
     attempt: Attempt, args: tuple[Any, ...]
 ) -> tuple[AsyncIterator[Any], Any, Attempt]:
     with attempt:
+        clock = attempt.run.guard.clock
+        started = clock()
         gen = attempt.fn(*args, **attempt.call_kwargs).__aiter__()
         limit = _first_chunk_limit(attempt.run.policy, attempt.timeout)
         try:
@@ -222,6 +230,8 @@ async def _open_async(
             await _aclose_quietly(gen)
             raise
         attempt.open_stream = first is not _MISSING
+        if attempt.open_stream and _events.observing:
+            emit(BreakerEvent("first_chunk", attempt.breaker.name, value=clock() - started))
     return gen, first, attempt
 
 
@@ -244,6 +254,7 @@ async def stream_async(
                     chunk = await _with_timeout(gen.__anext__(), idle, IdleTimeout, ctx.target)
             if chunks.ended:
                 break
+            chunks.sent += 1
             yield chunk
     finally:
         chunks.record()

@@ -1,0 +1,1 @@
+"""Database backends of django-arena-scale (``ENGINE`` paths)."""
