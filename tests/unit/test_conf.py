@@ -22,6 +22,10 @@ EXPECTED_BOUNDS = {
     "SHUTDOWN_HOOK_TIMEOUT": (0.0, False),
     "SSE_RECONNECT_MS": (0.0, True),
     "REPLICAS": (1.0, True),
+    "READ_YOUR_WRITES": (0.0, True),
+    "REPLICA_MAX_LAG": (0.0, False),
+    "REPLICA_CHECK_INTERVAL": (0.0, False),
+    "REPLICA_CHECK_TIMEOUT": (0.0, False),
 }
 
 
