@@ -2,7 +2,8 @@
 
 README.md, "System checks", lists every id, when it runs and what it reports.  The checks live
 by concern: :mod:`.contract` (the settings contract, mostly on a plain ``manage.py check``),
-:mod:`.replicas` (running several replicas, ``check --deploy``) and
+:mod:`.replicas` (running several replicas, ``check --deploy``), :mod:`.databases` (PgBouncer
+in transaction mode, read replicas) and
 :mod:`django_arena_scale.deploy.checks` (the deployment spec against the app's settings).  Each
 module defines its messages at module level, named by id: a constant when the text is fixed, a
 function of the values it names otherwise.  No check raises: an unexpected error becomes W099.
@@ -31,6 +32,15 @@ from django_arena_scale.checks.contract import (
     check_session_middleware,
     check_setting_types,
     check_unknown_settings,
+)
+from django_arena_scale.checks.databases import (
+    check_database_aliases,
+    check_pgbouncer_connection_reuse,
+    check_pgbouncer_prepared_statements,
+    check_pgbouncer_server_side_cursors,
+    check_pgbouncer_session_state,
+    check_replica_router,
+    pgbouncer_aliases,
 )
 from django_arena_scale.checks.replicas import (
     FILE_SESSION_ENGINE,
@@ -77,6 +87,7 @@ __all__ = [
     "check_cache_ttl",
     "check_channels_share_cache_redis",
     "check_check_timeout",
+    "check_database_aliases",
     "check_health_check_names",
     "check_health_check_paths",
     "check_networks",
@@ -84,10 +95,15 @@ __all__ = [
     "check_per_process_channel_layer",
     "check_per_process_sessions",
     "check_persistent_connections",
+    "check_pgbouncer_connection_reuse",
+    "check_pgbouncer_prepared_statements",
+    "check_pgbouncer_server_side_cursors",
+    "check_pgbouncer_session_state",
     "check_probe_middleware_first",
     "check_probe_middleware_present",
     "check_ranges",
     "check_redis_urls",
+    "check_replica_router",
     "check_secret_key_from_environment",
     "check_secret_key_placeholder",
     "check_session_cache_alias",
@@ -97,6 +113,7 @@ __all__ = [
     "check_unknown_settings",
     "declared_replicas",
     "persistent_connection_messages",
+    "pgbouncer_aliases",
     "safe",
     *_DEPLOY_CHECKS,
 ]
