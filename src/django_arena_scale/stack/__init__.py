@@ -11,7 +11,12 @@ still unaware of nginx's passive health and ``/ready/``.  What it does:
   server (from its error log) and how many connections a replica still has;
 * :mod:`.control` - file-based requests to a running stack (kill, restart, rolling restart);
 * :mod:`.runner` - :class:`LocalStack`: Redis, replicas and nginx on 127.0.0.1, readiness,
-  ``stack.json``, rolling restarts without nginx reloads, cleanup on every failure path.
+  ``stack.json``, supervision, cleanup on every failure path;
+* :mod:`.rolling` - the replica actions (stop, start, restart, kill) and the rolling restart,
+  without nginx reloads;
+* :mod:`.admission` - whether nginx sends a replica traffic again, read from its logs;
+* :mod:`.redis_servers` - the stack's Redis servers, one per Redis service of the spec;
+* :mod:`.host` - binaries, free loopback ports, one GET.
 
 The rolling-restart sequence, and why it needs no nginx reload: docs/architecture.md, sections
 "Local stack and rolling restart" and "A draining replica stops listening".

@@ -9,7 +9,6 @@ the cause.  ``DIR/stack.json`` is rewritten atomically on every state change.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import shutil
 import signal
@@ -24,76 +23,36 @@ from pathlib import Path
 from typing import Any
 
 from django_arena_scale.deploy.spec import DeploymentSpec
-from django_arena_scale.stack import control, upstreams
+from django_arena_scale.stack import admission, control, redis_servers, rolling
 from django_arena_scale.stack.errors import StackError
+from django_arena_scale.stack.host import (
+    find_binary,
+    free_port_range,
+    http_get,
+    log_tail,
+    port_in_use,
+)
 from django_arena_scale.stack.process import ManagedProcess
+from django_arena_scale.stack.redis_servers import RedisService
+
+__all__ = [
+    "HOOKS_MODULE",
+    "UVICORN_WORKER",
+    "LocalStack",
+    "RedisService",
+    "Replica",
+    "StackOptions",
+    "find_binary",
+    "free_port_range",
+    "http_get",
+    "log_tail",
+    "port_in_use",
+]
 
 UVICORN_WORKER = "django_arena_scale.lifecycle.uvicorn.UvicornWorker"
 HOOKS_MODULE = "django_arena_scale.lifecycle.gunicorn"
-#: Bytes at the end of nginx's logs read to learn which replicas it skips.
-_LOG_TAIL = 256 * 1024
-#: Seconds past nginx's fail_timeout after which a replica counts as back without evidence.
-_ADMIT_MARGIN = 3.0
 
 Out = Callable[[str], None]
-
-
-def find_binary(name: str, explicit: str | None = None) -> str:
-    """Absolute path of ``name`` (``explicit`` first, then PATH, then /usr/sbin)."""
-    if explicit:
-        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
-            return explicit
-        msg = f"The {name} binary {explicit!r} does not exist or is not executable."
-        raise StackError(msg)
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
-    if found is None:
-        msg = (
-            f"The {name} binary was not found on PATH or in /usr/sbin; install it "
-            f"(Debian: apt-get install {'redis-server' if 'redis' in name else name}) "
-            f"or pass its path."
-        )
-        raise StackError(msg)
-    return found
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port_range(count: int, *, start: int = 20000, stop: int = 60000) -> int:
-    """First port ``p`` such that ``p .. p+count-1`` are all free on 127.0.0.1."""
-    port = start
-    while port + count < stop:
-        busy = [p for p in range(port, port + count) if port_in_use(p)]
-        if not busy:
-            return port
-        port = busy[-1] + 1
-    msg = f"No {count} consecutive free ports between {start} and {stop} on 127.0.0.1."
-    raise StackError(msg)
-
-
-def http_get(port: int, path: str, *, timeout: float = 1.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Host": "localhost"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
@@ -124,28 +83,6 @@ class Replica:
             "server": self.server,
             "state": self.state,
             "log": str(self.process.log_path),
-        }
-
-
-@dataclass
-class RedisService:
-    name: str
-    port: int
-    roles: list[str]
-    policy: str
-    maxmemory: str
-    process: ManagedProcess
-    state: str = "new"
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "port": self.port,
-            "pid": self.process.pid,
-            "roles": self.roles,
-            "maxmemory_policy": self.policy,
-            "state": self.state,
-            "url": f"redis://127.0.0.1:{self.port}/0",
         }
 
 
@@ -286,57 +223,10 @@ class LocalStack:
 
     # --- redis -----------------------------------------------------------------------------
     def _start_redis(self) -> None:
-        roles: dict[str, list[str]] = {}
-        for role, service in self.spec.redis_services.items():
-            roles.setdefault(service, []).append(role)
-        for service, port in self.spec.local_redis_ports.items():
-            cache_only = roles[service] == ["cache"]
-            policy = "allkeys-lru" if cache_only else "noeviction"
-            maxmemory = (
-                self.spec.redis_maxmemory if cache_only else self.spec.redis_sessions_maxmemory
-            )
-            data = self.dir / "redis" / service
-            data.mkdir(parents=True, exist_ok=True)
-            argv = [
-                self.redis_bin,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(data),
-                "--maxmemory", maxmemory,
-                "--maxmemory-policy", policy,
-                "--daemonize", "no",
-                "--loglevel", "warning",
-            ]  # fmt: skip
-            process = ManagedProcess(
-                service, argv, log_path=self.log_dir / f"{service}.log", cwd=str(data)
-            )
-            redis = RedisService(service, port, sorted(roles[service]), policy, maxmemory, process)
-            self.redis[service] = redis
-            self._launch_redis(redis)
-
-    def _launch_redis(self, redis: RedisService) -> None:
-        redis.process.start()
-        deadline = time.monotonic() + 10
-        while True:
-            if not redis.process.alive():
-                redis.state = "failed"
-                msg = (
-                    f"redis-server {redis.name} on port {redis.port} exited with code "
-                    f"{redis.process.returncode()}: {log_tail(redis.process.log_path or Path())}."
-                )
-                raise StackError(msg)
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", redis.port), timeout=0.2),
-            ):
-                break
-            if time.monotonic() > deadline:
-                msg = f"redis-server {redis.name} did not listen on port {redis.port} within 10s."
-                raise StackError(msg)
-            time.sleep(0.05)
-        redis.state = "running"
+        servers = redis_servers.planned(self.spec, self.redis_bin, self.dir / "redis", self.log_dir)
+        for redis in servers:
+            self.redis[redis.name] = redis
+            redis_servers.launch(redis)
 
     # --- replicas --------------------------------------------------------------------------
     def replica_env(self, name: str) -> dict[str, str]:
@@ -492,146 +382,34 @@ class LocalStack:
             msg = f"No replica named {name!r}; expected one of {', '.join(self.replicas)}."
             raise StackError(msg) from None
 
+    # The replica actions and the rolling restart live in .rolling (see its docstring).
     def stop_replica(self, name: str) -> str:
-        """Graceful stop without touching nginx: drain file, wait ``drain_delay``, SIGTERM.
-
-        The drain file makes the replica stop listening (its idle keep-alive connections
-        close, requests in flight finish), so nginx's next connection to it is refused and
-        goes to another replica before anything was sent: nothing is lost, a POST included,
-        and no nginx reload closes a client's idle keep-alive connection.  Before that, it
-        waits until another replica of each of its pools takes traffic.
-        """
-        with self._lock:
-            replica = self.replica(name)
-            self._wait_for_another_admitted(replica)
-            replica.state = "draining"
-            replica.drain_file.write_text("run_lb_stack\n")
-            self.write_state()
-            self._wait_drained(replica)
-            replica.state = "stopping"
-            self.write_state()
-            outcome = replica.process.stop(self.spec.chain.server_graceful + 5)
-            replica.state = "stopped"
-            self.write_state()
-            return outcome
+        """Graceful stop without touching nginx: drain file, wait ``drain_delay``, SIGTERM."""
+        return rolling.stop_replica(self, name)
 
     def start_replica(self, name: str) -> None:
-        """Start (or restart) a replica and wait until it is ready.
-
-        nginx sends it traffic as soon as it listens, unless nginx's passive health disabled
-        it while it was down (``max_fails`` refused connections): then it rejoins after
-        ``fail_timeout`` (:meth:`admitted` says whether).
-        """
-        with self._lock:
-            replica = self.replica(name)
-            if replica.process.alive():
-                replica.process.stop(self.spec.chain.server_graceful + 5)
-            replica.drain_file.unlink(missing_ok=True)
-            replica.process.start()
-            replica.state = "starting"
-            self.write_state()
-            self._wait_ready(replica)
-            self.write_state()
+        """Start (or restart) a replica and wait until it is ready."""
+        rolling.start_replica(self, name)
 
     def restart_replica(self, name: str) -> None:
-        self.stop_replica(name)
-        self.start_replica(name)
-
-    def _wait_drained(self, replica: Replica) -> None:
-        """Wait ``drain_delay``, then until nginx closed its connections to ``replica``.
-
-        The replica no longer listens and answers ``Connection: close``; nginx closes its idle
-        upstream connections after its ``keepalive_timeout``.  Stopping the replica before that
-        would close a connection nginx may be sending a request on.  Bounded by that timeout.
-        """
-        started = time.monotonic()
-        time.sleep(self.options.drain_delay)
-        deadline = started + max(
-            self.options.drain_delay, self.spec.chain.nginx_keepalive_timeout + 2.0
-        )
-        while time.monotonic() < deadline and not self._stop_requested.is_set():
-            if upstreams.established_connections(replica.port) == 0:
-                return
-            time.sleep(0.1)
-
-    def _log_tail(self, name: str) -> str:
-        path = self.conf_dir / "logs" / name
-        try:
-            with path.open("rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - _LOG_TAIL))
-                return handle.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def admitted(self, replica: Replica) -> bool:
-        """Whether nginx sends ``replica`` traffic (as far as its logs can tell).
-
-        True when nginx never disabled it (passive health, error log), or when the access log
-        shows it answering after the last time it did; also once ``fail_timeout`` plus a margin
-        passed with no traffic at all (nothing to lose then).
-        """
-        until = upstreams.disabled_until(
-            self._log_tail("error.log"), replica.address, self.spec.fail_timeout
-        )
-        if until is None:
-            return True
-        disabled_at = until - self.spec.fail_timeout - 1.0
-        if upstreams.served_since(self._log_tail("access.log"), replica.address, disabled_at + 1):
-            return True
-        return time.time() > until + _ADMIT_MARGIN
-
-    def _pool_peers(self, replica: Replica) -> list[list[Replica]]:
-        """For each nginx upstream serving ``replica``, the other replicas in it."""
-        pools = []
-        for members in (self.spec.api_members, self.spec.stream_members):
-            names = {m.name for m in members}
-            if replica.name in names:
-                others = [r for r in self.replicas.values() if r is not replica and r.name in names]
-                if others:
-                    pools.append(others)
-        return pools
-
-    def _wait_for_another_admitted(self, replica: Replica) -> None:
-        """Wait (bounded) until nginx sends traffic to every other ready replica of the pools
-        of ``replica`` again, so that taking this one out never leaves a pool whose other
-        members are all skipped by nginx's passive health (502 "no live upstreams")."""
-        deadline = time.monotonic() + self.spec.fail_timeout + _ADMIT_MARGIN + 2
-        while time.monotonic() < deadline and not self._stop_requested.is_set():
-            if all(
-                self.admitted(r)
-                for others in self._pool_peers(replica)
-                for r in others
-                if r.state == "ready"
-            ):
-                return
-            time.sleep(0.2)
+        rolling.restart_replica(self, name)
 
     def kill_replica(self, name: str) -> None:
         """``kill -9`` the replica's whole process group (no drain, no nginx change)."""
-        with self._lock:
-            replica = self.replica(name)
-            replica.process.kill()
-            replica.state = "killed"
-            self.write_state()
+        rolling.kill_replica(self, name)
 
     def rolling_restart(self) -> None:
-        """Restart every replica, one at a time, without an nginx reload (see stop_replica);
-        done once nginx sends traffic to every replica again."""
-        self.out("Rolling restart: " + ", ".join(self.replicas))
-        for name in list(self.replicas):
-            if self._stop_requested.is_set():
-                return
-            started = time.monotonic()
-            self.restart_replica(name)
-            self.out(f"  {name} restarted in {time.monotonic() - started:.1f}s")
-        started = time.monotonic()
-        deadline = started + self.spec.fail_timeout + _ADMIT_MARGIN + 2
-        while time.monotonic() < deadline and not self._stop_requested.is_set():
-            if all(self.admitted(r) for r in self.replicas.values() if r.state == "ready"):
-                break
-            time.sleep(0.2)
-        self.out(f"  every replica back in nginx after {time.monotonic() - started:.1f}s")
+        """Restart every replica, one at a time, without an nginx reload."""
+        rolling.rolling_restart(self)
+
+    @property
+    def nginx_log_dir(self) -> Path:
+        """Where the rendered nginx.conf has nginx write its error and access logs."""
+        return self.conf_dir / "logs"
+
+    def admitted(self, replica: Replica) -> bool:
+        """Whether nginx sends ``replica`` traffic (as far as its logs can tell)."""
+        return admission.admitted(self.nginx_log_dir, replica.address, self.spec.fail_timeout)
 
     def stop_redis(self, name: str) -> None:
         with self._lock:
@@ -643,7 +421,7 @@ class LocalStack:
     def start_redis(self, name: str) -> None:
         with self._lock:
             redis = self._redis(name)
-            self._launch_redis(redis)
+            redis_servers.launch(redis)
             self.write_state()
 
     def _redis(self, name: str) -> RedisService:
