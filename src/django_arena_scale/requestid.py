@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -105,14 +105,18 @@ class RequestIDMiddleware:
         token = request_id_var.set(request_id)
         try:
             response: HttpResponseBase = self.get_response(request)
-        finally:
-            # A WSGI thread serves one request after another: leave nothing behind.
+        except BaseException:
             request_id_var.reset(token)
+            raise
         response[self.header] = request_id
-        if response.streaming and not response.is_async:  # type: ignore[attr-defined]
-            # The server iterates the body after this returns: keep the id on its records.
-            content = response.streaming_content  # type: ignore[attr-defined]
-            response.streaming_content = _with_id(content, request_id)  # type: ignore[attr-defined]
+        # Django logs a 4xx/5xx answer after the middleware returned, and the server iterates a
+        # streamed body after that: the id stays set until the server closes the response, then
+        # this WSGI thread is left without one for its next request.
+        closers = getattr(response, "_resource_closers", None)
+        if isinstance(closers, list):
+            closers.append(_clear)
+        else:  # pragma: no cover - every HttpResponseBase has the list
+            request_id_var.reset(token)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -137,15 +141,8 @@ class RequestIDMiddleware:
         return response
 
 
-def _with_id(content: Iterable[Any], request_id: str) -> Iterator[Any]:
-    token = request_id_var.set(request_id)
-    try:
-        yield from content
-    finally:
-        try:
-            request_id_var.reset(token)
-        except ValueError:  # closed from another context (garbage collection)
-            request_id_var.set(None)
+def _clear() -> None:
+    request_id_var.set(None)
 
 
 class RequestIDFilter(logging.Filter):

@@ -494,3 +494,14 @@ def test_mark_worker_dead_removes_only_live_gauges(tmp_path: Any) -> None:
         "gauge_livesum_42.db",
         "histogram_41.db",
     ]
+
+
+def test_djangos_own_404_record_carries_the_request_id(client: Client) -> None:
+    """Django logs a 4xx after the middleware returned: the id is still set then."""
+    handler, records = _capture(logging.getLogger("django.request"))
+    try:
+        client.get("/no/such/page/", HTTP_X_REQUEST_ID="django-404-id")
+    finally:
+        logging.getLogger("django.request").removeHandler(handler)
+    assert [r.request_id for r in records] == ["django-404-id"]  # type: ignore[attr-defined]
+    assert current_request_id() is None
