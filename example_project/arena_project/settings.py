@@ -10,6 +10,8 @@ SECRET_KEY           required unless DJANGO_DEBUG=1: the same long random value 
                      with  python -c "import secrets; print(secrets.token_urlsafe(50))"
 ALLOWED_HOSTS        comma-separated; default localhost,127.0.0.1,[::1]
 ARENA_HTTPS          1 behind a TLS-terminating proxy: secure cookies, HTTPS redirect, HSTS
+LOG_FORMAT           json for one JSON object per log line (default: text); both carry
+                     the request id
 ARENA_SCALE_*        any django-arena-scale setting, e.g. ARENA_SCALE_REPLICAS=3,
                      ARENA_SCALE_DRAIN_FILE=/tmp/drain, ARENA_SCALE_STATUS_TOKEN=...
                      (lists and dicts as JSON).  The compose file and Kubernetes ConfigMap
@@ -104,6 +106,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so probes are answered before host validation, redirects, sessions or auth.
     "django_arena_scale.middleware.ProbeMiddleware",
+    # The request's X-Request-ID (nginx's, or a new one) on its log records and its response.
+    "django_arena_scale.requestid.RequestIDMiddleware",
+    # arena_http_requests_total / _duration_seconds by URL pattern; <prefix>metrics serves them.
+    "django_arena_scale.metrics.MetricsMiddleware",
     # A view that meets a dead or full Redis (or database) answers 503
     # {"error": "dependency_unavailable"}, not a 500 (process_exception).
     "django_arena_scale.middleware.DependencyErrorMiddleware",
@@ -177,9 +183,22 @@ TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Every record carries the request's id (``-`` outside a request); LOG_FORMAT=json writes one
+# JSON object per line (time, level, logger, message, request_id, exception).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "django_arena_scale.requestid.RequestIDFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "django_arena_scale.requestid.JSONFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id"],
+            "formatter": "json" if env("LOG_FORMAT", "") == "json" else "text",
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "WARNING")},
 }
