@@ -260,8 +260,10 @@ class PostgresServer(_Group):
                 "-c", "unix_socket_directories=",
                 "-c", f"max_connections={self.max_connections}",
                 "-c", "shared_buffers=16MB",
-                # Throwaway data: no durability work on a shared test machine.
-                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                # Throwaway data: no fsync on a shared test machine.  Commits still reach the
+                # WAL before they return (synchronous_commit stays on), so what a client saw
+                # committed survives kill(), a crash of the processes (not of the machine).
+                "-c", "fsync=off", "-c", "full_page_writes=off",
                 "-c", "wal_level=replica", "-c", "max_wal_senders=5", "-c", "hot_standby=on",
                 "-c", "wal_receiver_status_interval=1s",
                 "-c", "wal_retrieve_retry_interval=500ms",
@@ -303,7 +305,7 @@ class PostgresServer(_Group):
         """Wait until this replica has replayed everything its primary has written so far."""
         assert self.primary is not None, "only a replica replays"
         with connect(self.primary.port) as conn:
-            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         target = row[0]
         deadline = time.monotonic() + timeout
         with connect(self.port) as conn:

@@ -4,6 +4,9 @@ REDIS_URL            cache, sessions and channel layer on Redis (SESSION_REDIS_U
                      CHANNEL_REDIS_URL give sessions / channels a Redis of their own)
 DATABASE_URL         e.g. postgres://user:pass@host/db; default: SQLite file SQLITE_PATH
                      (db.sqlite3 in this folder)
+DATABASE_REPLICA_URLS
+                     comma-separated URLs of streaming read replicas of DATABASE_URL
+DATABASE_PGBOUNCER   1 when DATABASE_URL is PgBouncer in transaction mode
 DJANGO_DEBUG         1 for development only (Django's DEBUG)
 SECRET_KEY           required unless DJANGO_DEBUG=1: the same long random value on every
                      replica (sessions, logins and CSRF tokens are signed with it); generate one
@@ -36,6 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_arena_scale import conf as arena_scale_conf
 from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
+from django_arena_scale.db import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = os.environ.get
@@ -118,6 +122,8 @@ MIDDLEWARE = [
     "django_arena_scale.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    # With read replicas: a client's reads right after its writes go to the primary.
+    "django_arena_scale.db.ReadYourWritesMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -128,19 +134,17 @@ ASGI_APPLICATION = "arena_project.asgi.application"
 TEMPLATES: list[dict[str, Any]] = []
 
 # --- database -----------------------------------------------------------------------------------
-if env("DATABASE_URL"):
-    import dj_database_url
-
-    DATABASES = {
-        "default": dj_database_url.parse(
-            env("DATABASE_URL", ""),
-            conn_max_age=int(env("CONN_MAX_AGE", "0")),
-            conn_health_checks=True,
-        )
-    }
-else:
-    DATABASES = {
-        "default": {
+# DATABASE_URL (PostgreSQL) and DATABASE_REPLICA_URLS (comma-separated streaming replicas: reads go
+# there, writes and a client's reads right after its writes to the primary); without
+# DATABASE_URL, SQLite.  DATABASE_PGBOUNCER=1 when DATABASE_URL points at PgBouncer in
+# transaction mode.  connect_timeout is 2 s, so a dead database fails a request fast (503).
+globals().update(
+    database_settings(
+        env("DATABASE_URL"),
+        env("DATABASE_REPLICA_URLS"),
+        conn_max_age=int(env("CONN_MAX_AGE", "0")),
+        pgbouncer=["default"] if _flag("DATABASE_PGBOUNCER") else False,
+        default={
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
             # Several replicas may share the file: WAL and IMMEDIATE avoid "database is locked".
@@ -149,8 +153,9 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-        }
-    }
+        },
+    )
+)
 
 # --- cache, sessions, channel layer -------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", "")

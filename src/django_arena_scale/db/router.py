@@ -105,6 +105,8 @@ class _RequestState:
     def recent_writer(self) -> bool:
         """Whether the cache says this client wrote within the window (looked up once)."""
         if self._recent_writer is None:
+            # Reads made by the lookup itself (a database session) go to the primary.
+            self._recent_writer = True
             self._recent_writer = _recently_wrote(self.request)
         return self._recent_writer
 
@@ -155,7 +157,7 @@ def _recently_wrote(request: HttpRequest | None) -> bool:
 
 def _remember(request: HttpRequest, keys_before: list[str]) -> None:
     window = conf.READ_YOUR_WRITES
-    if window <= 0:
+    if window <= 0 or not conf.READ_REPLICAS:
         return
     try:
         keys = set(keys_before) | set(_client_keys(request))

@@ -20,11 +20,18 @@ errors too: a read that reaches neither is an outage (503 with ``DependencyError
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 from django.db.backends.postgresql import base
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+
+
+def _unreachable(alias: str) -> None:
+    from django_arena_scale.db.router import replica_unreachable
+
+    replica_unreachable(alias)
 
 
 def _broken(wrapper: Any) -> bool:
@@ -70,21 +77,41 @@ class DatabaseWrapper(base.DatabaseWrapper):
     """A read replica's connection: the primary's when the replica cannot be reached."""
 
     fell_back = False
+    _to_primary = False
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         self.fell_back = False
-        try:
-            return super().get_new_connection(conn_params)
-        except self.Database.OperationalError:
-            if self.alias == DEFAULT_DB_ALIAS:
-                raise
-            from django_arena_scale.db.router import replica_unreachable
+        if not self._to_primary:
+            try:
+                return super().get_new_connection(conn_params)
+            except self.Database.OperationalError:
+                if self.alias == DEFAULT_DB_ALIAS:
+                    raise
+                _unreachable(self.alias)
+        connection = super().get_new_connection(
+            connections[DEFAULT_DB_ALIAS].get_connection_params()
+        )
+        self.fell_back = True
+        return connection
 
-            replica_unreachable(self.alias)
-            primary = connections[DEFAULT_DB_ALIAS].get_connection_params()
-            connection = super().get_new_connection(primary)
-            self.fell_back = True
-            return connection
+    def connect(self) -> None:
+        # The replica may die between accepting the connection and Django's first statements
+        # on it (time zone, role): start over on the primary then too.
+        try:
+            super().connect()
+        except self.Database.OperationalError:
+            if self.alias == DEFAULT_DB_ALIAS or self.fell_back:
+                raise
+            _unreachable(self.alias)
+            if self.connection is not None:
+                with contextlib.suppress(Exception):
+                    self.connection.close()
+                self.connection = None
+            self._to_primary = True
+            try:
+                super().connect()
+            finally:
+                self._to_primary = False
 
     def close_if_unusable_or_obsolete(self) -> None:
         # A connection to the primary made in place of the replica lasts one request.
