@@ -25,6 +25,7 @@ from tests.servers import RedisServer
 pytestmark = pytest.mark.integration
 
 DB_503 = {"error": "dependency_unavailable", "dependency": "database"}
+TOKEN = "postgres-status-token"
 # A paused replica falls behind by as long as the pause lasts: the routing tests pause it on
 # purpose, so only the lag test itself uses a tight bound.
 PATIENT = {"ARENA_SCALE_REPLICA_MAX_LAG": "3600"}
@@ -175,7 +176,7 @@ def test_replica_killed_under_read_load_no_read_fails(
     own_cluster: tuple[PostgresServer, PostgresServer], tmp_path: Path
 ) -> None:
     primary, replica = own_cluster
-    env = db_env(tmp_path, primary.url, replica.url, **PATIENT)
+    env = db_env(tmp_path, primary.url, replica.url, ARENA_SCALE_STATUS_TOKEN=TOKEN, **PATIENT)
     pause_replay(replica)
     marker = f"kill-{uuid.uuid4()}"
     with connect(primary.port) as conn:
@@ -213,6 +214,12 @@ def test_replica_killed_under_read_load_no_read_fails(
             stop.set()
             for thread in threads:
                 thread.join(timeout=15)
+        # /status/ names the dead replica, although its alias's reads are answered.
+        with httpx.Client(base_url=app.url, timeout=10) as client:
+            checks = client.get("/status/", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        databases = {name: entries[0]["status"] for name, entries in checks["checks"].items()}
+        assert databases["database:replica_1"] == "fail"
+        assert databases["database:default"] == "pass"
     from_replica = sum(not seen for _, seen in results[:before])
     print(
         f"\nreplica killed: {len(results)} reads, {before} before the kill "

@@ -43,6 +43,9 @@ def database_check(alias: str) -> Check:
             with conn.cursor() as cursor:
                 cursor.execute("SELECT 1" + conn.features.bare_select_suffix)
                 cursor.fetchone()
+            if getattr(conn, "fell_back", False):
+                # A read replica's backend answered from the primary: the replica is down.
+                raise Unavailable(alias)
         except (DatabaseError, InterfaceError) as exc:
             raise Unavailable(alias) from exc
         finally:
