@@ -38,6 +38,7 @@ import traceback
 from types import FrameType
 from typing import Any
 
+from django_arena_scale.lifecycle import drain
 from django_arena_scale.lifecycle.hooks import get_hooks, run_shutdown_hooks
 from django_arena_scale.lifecycle.listeners import HANDSHAKE_GRACE, master_holds, refuse_handshakes
 from django_arena_scale.lifecycle.state import State, get_lifecycle
@@ -74,7 +75,7 @@ def on_starting(server: Any) -> None:
 
 def when_ready(server: Any) -> None:
     """Master: stop listening while the drain file exists, listen again when it is gone."""
-    watcher = ListenerDrainWatcher(server, drain_file_path())
+    watcher = ListenerDrainWatcher(server, drain.server_path())
     if watcher.path:
         watcher.start()
 
@@ -115,27 +116,6 @@ def worker_exit(server: Any, worker: Any) -> None:
     """After the worker left its loop (in-flight requests done): run the shutdown hooks."""
     get_lifecycle().begin_drain()
     run_shutdown_hooks(sender="gunicorn.worker_exit")
-
-
-def drain_file_path() -> str | None:
-    """``ARENA_SCALE_DRAIN_FILE`` from the environment, else from Django's settings.
-
-    The master usually never loads Django; the generated configs (compose, Kubernetes, the
-    local stack) pass the path in the environment.  Settings are read only as a fallback.
-    """
-    path = os.environ.get("ARENA_SCALE_DRAIN_FILE")
-    if path:
-        return path
-    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        return None
-    try:
-        from django.conf import settings
-
-        value = getattr(settings, "ARENA_SCALE_DRAIN_FILE", None)
-    except Exception:  # settings that cannot be imported here: the workers will say so
-        logger.warning("Could not read ARENA_SCALE_DRAIN_FILE from settings.", exc_info=True)
-        return None
-    return value if isinstance(value, str) and value else None
 
 
 class ListenerDrainWatcher:
@@ -181,7 +161,7 @@ class ListenerDrainWatcher:
         """Act on the drain file's presence once (the thread's body; tests call it)."""
         if self.stopping or not self.path:
             return
-        draining = os.path.exists(self.path)
+        draining = drain.present(self.path)
         if draining and not self.closed:
             listeners = list(self.server.LISTENERS)
             self.server.LISTENERS = []

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from django_arena_scale.lifecycle import drain
+
 Clock = Callable[[], float]
 Warmup = Callable[[], Any]
 W = TypeVar("W", bound=Callable[[], Any])
@@ -78,8 +80,7 @@ class Lifecycle:
         self._drain_file = path
 
     def drain_file_present(self) -> bool:
-        path = self.drain_file
-        return bool(path) and os.path.exists(path)  # type: ignore[arg-type]
+        return drain.present(self.drain_file)
 
     def mark_ready(self) -> None:
         with self._lock:
@@ -198,24 +199,6 @@ def registered_warmups() -> Sequence[Warmup]:
         return list(_warmups)
 
 
-def settings_drain_file() -> str | None:
-    """``ARENA_SCALE_DRAIN_FILE`` once Django settings are configured, else None.
-
-    The only place this module looks at Django, lazily, so the core stays importable (and
-    testable) without settings.
-    """
-    try:
-        from django.conf import settings
-    except ImportError:  # pragma: no cover - Django is a dependency
-        return None
-    if not settings.configured:
-        return None
-    from django_arena_scale.health import fastconf
-
-    value: str | None = fastconf.get("DRAIN_FILE")
-    return value
-
-
 _lifecycle: Lifecycle | None = None
 _lifecycle_lock = threading.Lock()
 
@@ -226,7 +209,7 @@ def get_lifecycle() -> Lifecycle:
     if _lifecycle is None:
         with _lifecycle_lock:
             if _lifecycle is None:
-                _lifecycle = Lifecycle(drain_file_provider=settings_drain_file)
+                _lifecycle = Lifecycle(drain_file_provider=drain.settings_path)
     return _lifecycle
 
 
@@ -234,5 +217,5 @@ def reset_lifecycle(lifecycle: Lifecycle | None = None) -> Lifecycle:
     """Replace the process-wide lifecycle (tests, and a forked worker starting afresh)."""
     global _lifecycle
     with _lifecycle_lock:
-        _lifecycle = lifecycle or Lifecycle(drain_file_provider=settings_drain_file)
+        _lifecycle = lifecycle or Lifecycle(drain_file_provider=drain.settings_path)
         return _lifecycle

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from django_arena_scale.lifecycle import drain
 from django_arena_scale.stack import admission, upstreams
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def stop_replica(stack: LocalStack, name: str) -> str:
             stack._stop_requested,
         )
         replica.state = "draining"
-        replica.drain_file.write_text("run_lb_stack\n")
+        drain.write(replica.drain_file, reason="run_lb_stack")
         stack.write_state()
         _wait_drained(stack, replica)
         replica.state = "stopping"
@@ -62,7 +63,7 @@ def start_replica(stack: LocalStack, name: str) -> None:
         replica = stack.replica(name)
         if replica.process.alive():
             replica.process.stop(stack.spec.chain.server_graceful + 5)
-        replica.drain_file.unlink(missing_ok=True)
+        drain.remove(replica.drain_file)
         replica.process.start()
         replica.state = "starting"
         stack.write_state()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.lifecycle import drain
 from django_arena_scale.stack import admission, control, redis_servers, rolling
 from django_arena_scale.stack.errors import StackError
 from django_arena_scale.stack.host import (
@@ -238,8 +239,12 @@ class LocalStack:
         env.setdefault("ARENA_SCALE_BREAKER_REDIS_URL", self.spec.redis_url("cache", 2))
         env.update(self.options.env)
         env["ARENA_REPLICA_NAME"] = name
-        env["ARENA_SCALE_DRAIN_FILE"] = str(self.run_dir / f"{name}.drain")
+        env[drain.ENV_VAR] = str(self.drain_path(name))
         return env
+
+    def drain_path(self, name: str) -> Path:
+        """The replica's drain file (its ARENA_SCALE_DRAIN_FILE)."""
+        return self.run_dir / f"{name}.drain"
 
     def replica_argv(self, name: str) -> list[str]:
         """gunicorn with the rendered config of the replica's pool, bound to its port."""
@@ -284,7 +289,7 @@ class LocalStack:
             self.spec.local_service_port(name),
             self.spec.server_of(name),
             process,
-            self.run_dir / f"{name}.drain",
+            self.drain_path(name),
         )
 
     def _migrate(self) -> None:
@@ -309,7 +314,7 @@ class LocalStack:
     def _start_replicas(self) -> None:
         for name in self.spec.app_services:
             replica = self._make_replica(name)
-            replica.drain_file.unlink(missing_ok=True)
+            drain.remove(replica.drain_file)
             self.replicas[name] = replica
             replica.process.start()
             replica.state = "starting"
@@ -502,7 +507,7 @@ class LocalStack:
             live = [r for r in self.replicas.values() if r.process.alive()]
             for replica in live:
                 with contextlib.suppress(OSError):
-                    replica.drain_file.write_text("run_lb_stack stop\n")
+                    drain.write(replica.drain_file, reason="run_lb_stack stop")
                 replica.state = "draining"
             if live and self.nginx is not None and self.nginx.alive():
                 time.sleep(min(self.options.drain_delay, 1.0))
@@ -520,7 +525,7 @@ class LocalStack:
                 thread.join()
             for replica in self.replicas.values():
                 replica.state = "stopped"
-                replica.drain_file.unlink(missing_ok=True)
+                drain.remove(replica.drain_file)
             for redis in self.redis.values():
                 redis.process.stop(5)
                 redis.state = "stopped"

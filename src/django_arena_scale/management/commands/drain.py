@@ -8,42 +8,12 @@ it, ``status`` prints the state and exits 0 either way.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import time
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_arena_scale.conf import conf
-
-
-def write_drain_file(path: str, *, reason: str = "manage.py drain on") -> None:
-    """Create ``path`` atomically (temp file in the same directory, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        msg = f"The drain file's directory {directory!r} does not exist; create it first."
-        raise CommandError(msg)
-    body = json.dumps({"reason": reason, "since": time.time(), "pid": os.getpid()})
-    fd, tmp = tempfile.mkstemp(prefix=".drain-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(body + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def remove_drain_file(path: str) -> bool:
-    """Remove ``path``; False if it was not there."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
+from django_arena_scale.lifecycle import drain
 
 
 class Command(BaseCommand):
@@ -62,7 +32,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        path = options["drain_file"] or conf.DRAIN_FILE
+        path = options["drain_file"] or drain.setting_path()
         action = options["action"]
         if not path:
             if action == "status":
@@ -74,16 +44,19 @@ class Command(BaseCommand):
             )
             raise CommandError(msg)
         if action == "on":
-            write_drain_file(path)
+            try:
+                drain.write(path, reason="manage.py drain on")
+            except drain.DirectoryMissing as exc:
+                raise CommandError(str(exc)) from exc
             self.stdout.write(f"draining: wrote {path}")
         elif action == "off":
-            removed = remove_drain_file(path)
+            removed = drain.remove(path)
             self.stdout.write(f"serving: removed {path}" if removed else f"serving: {path} absent")
         else:
             self._status(path, as_json=options["json"])
 
     def _status(self, path: str | None, *, as_json: bool) -> None:
-        draining = bool(path) and os.path.exists(path)  # type: ignore[arg-type]
+        draining = drain.present(path)
         state = "draining" if draining else "serving"
         if as_json:
             self.stdout.write(json.dumps({"state": state, "drain_file": path}))
