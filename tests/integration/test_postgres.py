@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -284,3 +285,39 @@ def test_example_through_pgbouncer_transaction_mode(
         for marker in markers:
             post(client, csrf, marker)
         assert set(markers) <= set(texts(client))
+
+
+def test_what_the_pgbouncer_checks_guard_against_happens_for_real(
+    pg_primary: PostgresServer,
+) -> None:
+    """E040-E042 name real failures of transaction pooling; Django's defaults avoid them."""
+    import psycopg
+
+    with PgBouncer(pg_primary, pool_size=2) as bouncer:
+        # E041: psycopg's prepared statements meet another client's on a shared server
+        # connection (or miss their own on another one).
+        def alternate(**options: Any) -> None:
+            with (
+                connect(bouncer.port, **options) as first,
+                connect(bouncer.port, **options) as second,
+            ):
+                for value in range(3):
+                    assert first.execute("SELECT %s::int", [value]).fetchone() == (value,)
+                    assert second.execute("SELECT %s::int", [value]).fetchone() == (value,)
+
+        with pytest.raises(psycopg.errors.DuplicatePreparedStatement):
+            alternate(prepare_threshold=0)
+        # Django's default (prepare_threshold None) prepares nothing: no error.
+        alternate()
+        # E042: an 'options' startup parameter is refused.
+        with pytest.raises(psycopg.OperationalError, match="unsupported startup parameter"):
+            connect(bouncer.port, options="-c search_path=public")
+        # E040: a server-side cursor held across transactions (QuerySet.iterator() outside
+        # atomic) is gone when the next transaction runs on another server connection.
+        with connect(bouncer.port) as holder, connect(bouncer.port) as busy:
+            holder.execute("DECLARE rows CURSOR WITH HOLD FOR SELECT generate_series(1, 10)")
+            busy.autocommit = False
+            busy.execute("SELECT 1")  # keeps the cursor's server connection in a transaction
+            with pytest.raises(psycopg.errors.InvalidCursorName):
+                holder.execute("FETCH 2 FROM rows")
+            busy.rollback()
