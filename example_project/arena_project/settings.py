@@ -26,6 +26,7 @@ ARENA_SIMULATE       default failure mode of the simulated LLM (see arena/llm.py
 ARENA_EXAMPLE_FAULT_INJECTION
                      1 to honour the X-Arena-Simulate request header (fault injection for
                      tests and demos; always honoured when DJANGO_DEBUG=1, never otherwise)
+STATIC_ROOT          where collectstatic puts the demo page's files (default staticfiles/ here)
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    "django.contrib.staticfiles",
     "channels",
     "django_arena_scale",
     "arena",
@@ -131,7 +133,17 @@ MIDDLEWARE = [
 ROOT_URLCONF = "arena_project.urls"
 WSGI_APPLICATION = "arena_project.wsgi.application"
 ASGI_APPLICATION = "arena_project.asgi.application"
-TEMPLATES: list[dict[str, Any]] = []
+TEMPLATES: list[dict[str, Any]] = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+# The demo page's CSS and JavaScript: `manage.py collectstatic` copies them to STATIC_ROOT, which
+# nginx serves at STATIC_URL (the generated `location /static/`).
+STATIC_URL = "/static/"
+STATIC_ROOT = env("STATIC_ROOT", "") or str(BASE_DIR / "staticfiles")
 
 # --- database -----------------------------------------------------------------------------------
 # DATABASE_URL (PostgreSQL) and DATABASE_REPLICA_URLS (comma-separated streaming replicas: reads go

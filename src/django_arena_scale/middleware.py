@@ -53,7 +53,7 @@ class ProbeMiddleware:
     async_capable = True
 
     def __init__(self, get_response: GetResponse) -> None:
-        from django_arena_scale.lifecycle.warmup import start_warmups
+        from django_arena_scale.lifecycle.warmup import start_warmups_or_log
 
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
@@ -68,11 +68,8 @@ class ProbeMiddleware:
             # Readiness, LLM and shutdown metrics are recorded from now on in this process.
             _prom.install()
         # Django builds the middleware chain once its apps are ready: the moment to warm up.
-        try:
-            start_warmups()
-        except Exception:
-            # Never break the application over warm-ups; /health/ retries on its first call.
-            logger.exception("Starting the warm-ups failed.")
+        # Never break the application over warm-ups; /health/ retries on its first call.
+        start_warmups_or_log()
 
     def __repr__(self) -> str:
         mode = "async" if self.async_mode else "sync"

@@ -199,12 +199,9 @@ def _current_state() -> State:
     lifecycle = get_lifecycle()
     state = lifecycle.state
     if state is State.STARTING and not lifecycle.warmups_claimed:
-        from django_arena_scale.lifecycle.warmup import start_warmups
+        from django_arena_scale.lifecycle.warmup import start_warmups_or_log
 
-        try:
-            start_warmups()
-        except Exception:
-            logger.exception("Starting the warm-ups failed.")
+        start_warmups_or_log()
         state = lifecycle.state
     return state
 

@@ -72,3 +72,21 @@ def start_warmups(*, background: bool = True) -> bool:
         target=lifecycle.run_warmups, args=(warmups,), name="arena-scale-warmup", daemon=True
     ).start()
     return True
+
+
+#: The probes' logger: a warm-up start that fails is reported where the probes report.
+_probe_logger = logging.getLogger("django_arena_scale.health")
+
+
+def start_warmups_or_log(*, background: bool = True) -> bool:
+    """:func:`start_warmups` for callers that must never fail over warm-ups.
+
+    ``ProbeMiddleware`` calls it when Django builds the middleware chain, and a probe calls it
+    in a process that has not claimed them.  An exception is logged, not raised; the next
+    probe of a process that has not claimed them tries again.
+    """
+    try:
+        return start_warmups(background=background)
+    except Exception:
+        _probe_logger.exception("Starting the warm-ups failed.")
+        return False
