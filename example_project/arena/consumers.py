@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from arena import panel
 from arena.views import replica_name
 from django_arena_scale.lifecycle.streams import DrainAwareConsumerMixin
 
@@ -62,6 +63,7 @@ class ChatConsumer(DrainAwareConsumerMixin, AsyncJsonWebsocketConsumer):  # type
 
     group_name = ""
     closing = False
+    counted = False
 
     async def connect(self) -> None:
         self.bucket = TokenBucket(RATE_PER_SECOND, BURST)
@@ -72,8 +74,13 @@ class ChatConsumer(DrainAwareConsumerMixin, AsyncJsonWebsocketConsumer):  # type
         self.group_name = f"chat.{room}"
         await self.channel_layer.group_add(self.group_name, self.channel_name)
         await self.accept()
+        panel.opened("websockets")
+        self.counted = True
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            self.counted = False
+            panel.closed("websockets")
         if self.group_name:
             await self.channel_layer.group_discard(self.group_name, self.channel_name)
 

@@ -25,6 +25,7 @@ Options can be overridden per deployment with ``ARENA_SCALE_LLM_PROVIDERS["simul
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -160,11 +161,134 @@ def token_at(index: int) -> str:
     return WORDS[index % len(WORDS)]
 
 
+#: The simulated models of the demo page: name -> the words its answers are made of.
+MODELS: dict[str, tuple[str, ...]] = {
+    "a": (
+        "Load",
+        "balancing",
+        "spreads",
+        "requests",
+        "over",
+        "replicas",
+        "so",
+        "one",
+        "slow",
+        "or",
+        "restarting",
+        "server",
+        "never",
+        "takes",
+        "the",
+        "whole",
+        "arena",
+        "down",
+        "and",
+        "every",
+        "stream",
+        "keeps",
+        "flowing",
+        "while",
+        "nginx",
+        "picks",
+        "a",
+        "healthy",
+        "upstream",
+        "for",
+        "the",
+        "next",
+        "connection",
+    ),
+    "b": (
+        "A",
+        "replica",
+        "that",
+        "drains",
+        "stops",
+        "listening",
+        "first",
+        "then",
+        "tells",
+        "its",
+        "open",
+        "streams",
+        "to",
+        "reconnect",
+        "and",
+        "the",
+        "browser",
+        "resumes",
+        "from",
+        "the",
+        "last",
+        "event",
+        "id",
+        "on",
+        "another",
+        "replica",
+        "with",
+        "no",
+        "token",
+        "lost",
+        "or",
+        "repeated",
+    ),
+}
+MAX_PROMPT = 500
+
+
+@dataclass(frozen=True)
+class Voice:
+    """How one simulated model words its answer to one prompt.
+
+    Token ``i`` depends only on the model, the prompt and ``i`` (a SHA-256 seed, not Python's
+    per-process ``hash``): every replica computes the same answer, so a stream resumed on
+    another replica from ``Last-Event-ID`` continues the same text.
+    """
+
+    model: str
+    prompt: str = ""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            msg = f"model should be one of {', '.join(sorted(MODELS))}, got {self.model!r}."
+            raise ValueError(msg)
+        if len(self.prompt) > MAX_PROMPT:
+            msg = f"prompt should be at most {MAX_PROMPT} characters, got {len(self.prompt)}."
+            raise ValueError(msg)
+
+    @property
+    def seed(self) -> int:
+        digest = hashlib.sha256(f"{self.model}\0{self.prompt}".encode()).digest()
+        return int.from_bytes(digest[:4], "big")
+
+    def token(self, index: int) -> str:
+        words = MODELS[self.model]
+        # The prompt's own words open the answer, then the model's vocabulary, in a
+        # prompt-dependent order (a stride coprime with the vocabulary's length).
+        echo = self.prompt.split()[:6]
+        if index < len(echo):
+            return echo[index]
+        step = 1 + 2 * (self.seed % 7)
+        while math.gcd(step, len(words)) != 1:
+            step += 2
+        return words[(self.seed + (index - len(echo)) * step) % len(words)]
+
+
 async def simulated_provider(
-    count: int, *, delay: float, simulation: Simulation | None = None
+    count: int,
+    *,
+    delay: float,
+    simulation: Simulation | None = None,
+    start: int = 0,
+    voice: Voice | None = None,
 ) -> AsyncIterator[str]:
-    """The raw provider: ``count`` tokens, one every ``delay`` s, misbehaving as told."""
+    """The raw provider: tokens ``start .. count-1``, one every ``delay`` s, misbehaving as told.
+
+    ``voice`` words the answer (default: :func:`token_at`); ``break_after`` counts from
+    ``start``, like a provider that breaks ``k`` tokens into this connection.
+    """
     sim = simulation or Simulation()
+    word = voice.token if voice is not None else token_at
     if sim.first_delay:
         await asyncio.sleep(sim.first_delay)
     attempt = current_attempt()
@@ -175,12 +299,12 @@ async def simulated_provider(
     )
     if sim.fail is not None and not transient_over:
         raise SimulatedLLMError(sim.fail, retry_after=sim.retry_after)
-    for index in range(count):
-        if sim.break_after is not None and index >= sim.break_after:
-            raise SimulatedLLMError(502, after=index)
-        if delay and index:
+    for sent, index in enumerate(range(start, count)):
+        if sim.break_after is not None and sent >= sim.break_after:
+            raise SimulatedLLMError(502, after=sent)
+        if delay and sent:
             await asyncio.sleep(delay)
-        yield token_at(index)
+        yield word(index)
 
 
 GUARD = llm_call(
@@ -197,12 +321,19 @@ GUARD = llm_call(
 
 @GUARD
 async def _guarded(
-    count: int, *, delay: float, simulation: Simulation, deployment: str = "primary"
+    count: int,
+    *,
+    delay: float,
+    simulation: Simulation,
+    deployment: str = "primary",
+    start: int = 0,
+    voice: Voice | None = None,
 ) -> AsyncIterator[str]:
     sim = simulation
     if deployment == "backup" and sim.backup_ok:
         sim = Simulation(break_after=sim.break_after)
-    async for token in simulated_provider(count, delay=delay, simulation=sim):
+    tokens = simulated_provider(count, delay=delay, simulation=sim, start=start, voice=voice)
+    async for token in tokens:
         yield token
 
 
@@ -213,10 +344,18 @@ def _status(error: BaseException | None) -> int:
 
 
 async def stream_tokens(
-    count: int, *, delay: float, simulation: Simulation | None = None
+    count: int,
+    *,
+    delay: float,
+    simulation: Simulation | None = None,
+    start: int = 0,
+    voice: Voice | None = None,
 ) -> AsyncIterator[str]:
-    """Yield ``count`` tokens through the guard; failures surface as SimulatedLLMError."""
-    tokens: Any = _guarded(count, delay=delay, simulation=simulation or Simulation())
+    """Yield tokens ``start .. count-1`` through the guard; failures surface as
+    SimulatedLLMError."""
+    tokens: Any = _guarded(
+        count, delay=delay, simulation=simulation or Simulation(), start=start, voice=voice
+    )
     try:
         async for token in tokens:
             yield token

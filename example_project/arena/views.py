@@ -1,33 +1,52 @@
-"""JSON API, login and the SSE token stream of the example arena."""
+"""JSON API, login, the SSE token stream and the demo page of the example arena."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.core.handlers.wsgi import WSGIRequest
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import get_token
-from django.views.decorators.csrf import csrf_exempt
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from arena import llm
-from arena.models import Message
+from arena import llm, panel
+from arena.models import Message, Vote
 from django_arena_scale.lifecycle.streams import drain_aware_sse, drain_aware_sse_sync
 
 HOSTNAME = socket.gethostname()
 
 
+#: The response header that names the replica which answered (the demo page shows it).
+REPLICA_HEADER = "X-Replica"
+
+
 def replica_name() -> str:
     """The name e2e tests use to tell replicas apart (``ARENA_REPLICA_NAME`` or host:pid)."""
     return os.environ.get("ARENA_REPLICA_NAME") or f"{HOSTNAME}:{os.getpid()}"
+
+
+def with_replica(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Add ``X-Replica: <name>`` to a sync view's responses (not a secret: a service name)."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response[REPLICA_HEADER] = replica_name()
+        return response
+
+    return wrapped
 
 
 class BadParameter(ValueError):
@@ -181,6 +200,39 @@ def sse_event(event: str, data: dict[str, Any], *, event_id: int | None = None) 
     return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+def _resume_from(request: HttpRequest, count: int) -> int:
+    """The first token index to send: after ``Last-Event-ID`` (a browser's ``EventSource``
+    sends it when it reconnects) or ``?from=`` (a page that opens a new one); 0 otherwise.
+
+    Token ids are their indexes and every replica computes the same tokens, so a stream that
+    a draining replica ended continues on another one without a token lost or repeated.
+    """
+    start = _int_param(request, "from", 0, 0, llm.MAX_TOKENS)
+    last = request.headers.get("Last-Event-ID")
+    if last is not None:
+        try:
+            after = int(last)
+        except ValueError:
+            raise BadParameter("Last-Event-ID", "a token index", last) from None
+        if not 0 <= after < llm.MAX_TOKENS:
+            raise BadParameter("Last-Event-ID", f"a token index from 0 to {llm.MAX_TOKENS - 1}")
+        start = max(start, after + 1)
+    return min(start, count)
+
+
+def _voice(request: HttpRequest) -> llm.Voice | None:
+    model = request.GET.get("model")
+    if model is None:
+        return None
+    prompt = request.GET.get("prompt", "")
+    try:
+        return llm.Voice(model, prompt)
+    except ValueError:
+        if model not in llm.MODELS:
+            raise BadParameter("model", f"one of {', '.join(sorted(llm.MODELS))}", model) from None
+        raise BadParameter("prompt", f"at most {llm.MAX_PROMPT} characters") from None
+
+
 def _stream_params(request: HttpRequest) -> tuple[int, float, llm.Simulation]:
     count = _int_param(request, "tokens", 20, 0, llm.MAX_TOKENS)
     delay = _float_param(request, "delay", settings.ARENA_TOKEN_DELAY, 0, llm.MAX_DELAY)
@@ -217,6 +269,7 @@ async def _events_async(
     index = start
     if prelude:
         yield prelude
+    panel.opened("streams")
     try:
         if first is not None:
             yield sse_event("token", {"index": index, "token": first}, event_id=index)
@@ -229,6 +282,8 @@ async def _events_async(
         yield sse_event(
             "error", {"error": "upstream", "upstream_status": exc.status, "after": index}
         )
+    finally:
+        panel.closed("streams")
 
 
 def _events_blocking(
@@ -236,8 +291,9 @@ def _events_blocking(
     agen: AsyncIterator[str],
     loop: asyncio.AbstractEventLoop,
     prelude: bytes = b"",
+    start: int = 0,
 ) -> Iterator[bytes]:
-    events = _events_async(first, agen, prelude=prelude)
+    events = _events_async(first, agen, start=start, prelude=prelude)
     try:
         while True:
             try:
@@ -251,12 +307,17 @@ def _events_blocking(
 
 
 def _stream_wsgi(
-    count: int, delay: float, sim: llm.Simulation, prelude: bytes = b""
+    count: int,
+    delay: float,
+    sim: llm.Simulation,
+    prelude: bytes = b"",
+    start: int = 0,
+    voice: llm.Voice | None = None,
 ) -> HttpResponse:
     # Django would buffer an async iterator under WSGI; a private loop in this worker thread
     # keeps the stream incremental.
     loop = asyncio.new_event_loop()
-    agen = llm.stream_tokens(count, delay=delay, simulation=sim)
+    agen = llm.stream_tokens(count, delay=delay, simulation=sim, start=start, voice=voice)
     try:
         first: str | None = loop.run_until_complete(agen.__anext__())  # type: ignore[attr-defined]
     except StopAsyncIteration:
@@ -265,7 +326,8 @@ def _stream_wsgi(
         loop.close()
         return _upstream_error(exc)
     # A draining replica ends the stream with a reconnect event (retry:) between tokens.
-    return _sse_response(drain_aware_sse_sync(_events_blocking(first, agen, loop, prelude)))
+    events = _events_blocking(first, agen, loop, prelude, start)
+    return _sse_response(drain_aware_sse_sync(events))
 
 
 @require_GET
@@ -288,13 +350,20 @@ async def my_stream(request: HttpRequest) -> HttpResponse:
 
 
 async def _token_stream(request: HttpRequest, *, prelude: bytes = b"") -> HttpResponse:
+    """The token stream; with ``?model=`` (the demo page) a ``meta`` event comes first, naming
+    the replica, the model and the first index sent (after a reconnect, not 0)."""
     try:
         count, delay, sim = _stream_params(request)
+        voice = _voice(request)
+        start = _resume_from(request, count)
     except BadParameter as exc:
         return exc.response()
+    if voice is not None:
+        meta = {"replica": replica_name(), "model": voice.model, "from": start, "tokens": count}
+        prelude += sse_event("meta", meta)
     if isinstance(request, WSGIRequest):
-        return await sync_to_async(_stream_wsgi)(count, delay, sim, prelude)
-    agen = llm.stream_tokens(count, delay=delay, simulation=sim)
+        return await sync_to_async(_stream_wsgi)(count, delay, sim, prelude, start, voice)
+    agen = llm.stream_tokens(count, delay=delay, simulation=sim, start=start, voice=voice)
     try:
         first: str | None = await agen.__anext__()  # type: ignore[attr-defined]
     except StopAsyncIteration:
@@ -303,4 +372,74 @@ async def _token_stream(request: HttpRequest, *, prelude: bytes = b"") -> HttpRe
         # Failing before the first token lets the client see a real status and retry.
         return _upstream_error(exc)
     # A draining replica ends the stream with a reconnect event (retry:) at once.
-    return _sse_response(drain_aware_sse(_events_async(first, agen, prelude=prelude)))
+    events = _events_async(first, agen, start=start, prelude=prelude)
+    return _sse_response(drain_aware_sse(events))
+
+
+# --- the demo page ------------------------------------------------------------------------------
+
+#: The password shown on the page, only while it is this published default (the README's).
+PUBLISHED_DEMO_PASSWORD = "demo-password"
+
+
+@require_GET
+@ensure_csrf_cookie
+def index(request: HttpRequest) -> HttpResponse:
+    """The arena page: log in, ask two simulated models, vote, chat, watch the stack."""
+    demo_user = getattr(settings, "ARENA_DEMO_USER", "")
+    password = getattr(settings, "ARENA_DEMO_PASSWORD", "")
+    context = {
+        "user_name": _user_json(request),
+        "demo_user": demo_user,
+        # A password the operator chose is theirs: the page shows only the published one.
+        "demo_password": password if password == PUBLISHED_DEMO_PASSWORD else "",
+        "replica": replica_name(),
+        "models": sorted(llm.MODELS),
+    }
+    return render(request, "arena/index.html", context)
+
+
+def _tally() -> dict[str, int]:
+    counts = dict.fromkeys(Vote.WINNERS, 0)
+    for row in Vote.objects.values("winner").order_by().annotate(n=Count("id")):
+        counts[row["winner"]] = row["n"]
+    return counts
+
+
+@require_http_methods(["GET", "POST"])
+def votes(request: HttpRequest) -> JsonResponse:
+    """``GET``: the tally and the latest votes; ``POST {"prompt", "winner"}``: one vote.
+
+    Stored in the database, so a vote cast through one replica counts on every replica.
+    """
+    if request.method == "GET":
+        latest = Vote.objects.select_related("user")[:10]
+        return JsonResponse({"tally": _tally(), "latest": [v.as_json() for v in latest]})
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "authentication required"}, status=401)
+    body = _json_body(request)
+    if body is None:
+        return JsonResponse(
+            {"error": 'the body should be a JSON object {"prompt": "...", "winner": "a"}.'},
+            status=400,
+        )
+    prompt, winner = body.get("prompt"), body.get("winner")
+    if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > llm.MAX_PROMPT:
+        return BadParameter("prompt", f"1 to {llm.MAX_PROMPT} characters", prompt).response()
+    if winner not in Vote.WINNERS:
+        return BadParameter("winner", f"one of {', '.join(Vote.WINNERS)}", winner).response()
+    vote = Vote.objects.create(
+        user=request.user, prompt=prompt, winner=winner, replica=replica_name()
+    )
+    return JsonResponse({"vote": vote.as_json(), "tally": _tally()}, status=201)
+
+
+@require_GET
+def stack(request: HttpRequest) -> JsonResponse:
+    """The stack panel: replicas, their state, open streams and sockets, breaker states.
+
+    Public on purpose: names, states and counts only (see ``arena.panel``).
+    """
+    response = JsonResponse(panel.snapshot())
+    response["Cache-Control"] = "no-store"
+    return response
