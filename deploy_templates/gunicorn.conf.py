@@ -3,6 +3,8 @@
 """gunicorn settings of the API replicas (WSGI, gthread)."""
 
 from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
+    child_exit,
+    on_exit,
     on_starting,
     post_worker_init,
     when_ready,

@@ -3,6 +3,8 @@
 """gunicorn settings of the streaming/WebSocket replicas (ASGI, uvicorn worker)."""
 
 from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
+    child_exit,
+    on_exit,
     on_starting,
     post_worker_init,
     when_ready,

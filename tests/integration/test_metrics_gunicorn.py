@@ -33,25 +33,9 @@ pytestmark = pytest.mark.integration
 TOKEN = "integration-metrics-token"
 CONFIG = """
 from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
-    on_starting as arena_on_starting, post_worker_init, when_ready, worker_int, worker_abort,
+    child_exit, on_exit, on_starting, post_worker_init, when_ready, worker_int, worker_abort,
     worker_exit,
 )
-from django_arena_scale.metrics import (
-    cleanup_multiprocess_dir, mark_worker_dead, prepare_multiprocess_dir,
-)
-
-
-def on_starting(server):
-    prepare_multiprocess_dir()
-    arena_on_starting(server)
-
-
-def child_exit(server, worker):
-    mark_worker_dead(worker.pid)
-
-
-def on_exit(server):
-    cleanup_multiprocess_dir()
 """
 #: Requests each worker serves before gunicorn replaces it.
 MAX_REQUESTS = 7

@@ -17,6 +17,8 @@ __all__ = ["HOOKS_IMPORT", "UVICORN_WORKER", "render"]
 
 HOOKS_IMPORT = """\
 from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
+    child_exit,
+    on_exit,
     on_starting,
     post_worker_init,
     when_ready,

@@ -2,7 +2,13 @@
 
     from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
         on_starting, when_ready, post_worker_init, worker_int, worker_abort, worker_exit,
+        child_exit, on_exit,
     )
+
+* ``on_starting``, ``child_exit``, ``on_exit`` (master): the Prometheus multiprocess directory
+  (``PROMETHEUS_MULTIPROC_DIR``, else a private temporary one) is emptied before the first
+  worker starts, a dead worker's live gauges are dropped, the files removed at exit; so the
+  metrics of a replica are exact across its workers and across worker recycling.
 
 * ``when_ready`` (master): watches the drain file.  While it exists the replica does not
   listen: the master and every worker close their listening sockets, so a load balancer's
@@ -42,10 +48,17 @@ from django_arena_scale.lifecycle import drain
 from django_arena_scale.lifecycle.hooks import get_hooks, run_shutdown_hooks
 from django_arena_scale.lifecycle.listeners import HANDSHAKE_GRACE, master_holds, refuse_handshakes
 from django_arena_scale.lifecycle.state import State, get_lifecycle
+from django_arena_scale.metrics._process import (
+    cleanup_multiprocess_dir,
+    mark_worker_dead,
+    prepare_multiprocess_dir,
+)
 
 logger = logging.getLogger("django_arena_scale.lifecycle")
 
 __all__ = [
+    "child_exit",
+    "on_exit",
     "on_starting",
     "post_worker_init",
     "when_ready",
@@ -61,16 +74,28 @@ _ACCEPT_SWEEP_LIMIT = 1024
 
 
 def on_starting(server: Any) -> None:
-    """Log the graceful-shutdown timeouts the master runs with (one line, for operators)."""
+    """Prepare the metrics directory and log the graceful-shutdown timeouts (one line)."""
+    directory = prepare_multiprocess_dir()
     cfg = getattr(server, "cfg", None)
     if cfg is None:
         return
     logger.info(
-        "django-arena-scale: graceful_timeout=%ss timeout=%ss worker_class=%s",
+        "django-arena-scale: graceful_timeout=%ss timeout=%ss worker_class=%s metrics_dir=%s",
         getattr(cfg, "graceful_timeout", "?"),
         getattr(cfg, "timeout", "?"),
         getattr(cfg, "worker_class_str", "?"),
+        directory,
     )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Master, after a worker exited: its live gauges (open streams, state) stop counting."""
+    mark_worker_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Master exit: remove the metric files (and the directory if it was a temporary one)."""
+    cleanup_multiprocess_dir()
 
 
 def when_ready(server: Any) -> None:
