@@ -323,3 +323,39 @@ def test_what_the_pgbouncer_checks_guard_against_happens_for_real(
             with pytest.raises(psycopg.errors.InvalidCursorName):
                 holder.execute("FETCH 2 FROM rows")
             busy.rollback()
+
+
+def test_primary_and_pgbouncer_killed_behind_pgbouncer_503_then_recovery(tmp_path: Path) -> None:
+    """Through PgBouncer: the primary killed, then PgBouncer itself; neither app nor
+    PgBouncer is restarted by hand for the other's return."""
+    with (
+        PostgresServer() as primary,
+        PgBouncer(primary, pool_size=4, query_wait_timeout=2) as bouncer,
+    ):
+        env = db_env(tmp_path, bouncer.url, DATABASE_PGBOUNCER="1")
+        migrate(env)
+        with (
+            ExampleServer("gunicorn", env, tmp_path / "behind.log") as app,
+            # A client queued in PgBouncer when the server died waits query_wait_timeout (2 s).
+            httpx.Client(base_url=app.url, timeout=10) as client,
+        ):
+            csrf = login(client)
+            post(client, csrf, "before")
+            timings = {}
+            for name, down in (("primary", primary), ("pgbouncer", bouncer)):
+                down.kill()
+                started = time.monotonic()
+                responses = [client.get("/api/messages/") for _ in range(3)]
+                timings[name] = time.monotonic() - started
+                assert [(r.status_code, r.json()) for r in responses] == [(503, DB_503)] * 3
+                assert client.get("/live/").status_code == 200
+                down.start()
+                _wait_until(
+                    lambda: client.get("/api/messages/").status_code == 200, 15, f"{name} back"
+                )
+                post(client, csrf, f"after {name}")
+            assert {"before", "after primary", "after pgbouncer"} <= set(texts(client))
+            print(
+                f"\nbehind PgBouncer, 3 reads answered 503 in: primary down "
+                f"{timings['primary']:.2f}s, PgBouncer down {timings['pgbouncer']:.2f}s"
+            )
