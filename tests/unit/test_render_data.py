@@ -33,7 +33,7 @@ def test_render_yaml_text_reads_back_as_the_checked_data(name: str) -> None:
     """docker-compose.yml and every k8s file parse back to Rendered.data."""
     spec = SPECS[name]
     rendered = render_all(spec)
-    yaml_paths = [p for p in rendered.files if p.endswith((".yml", ".yaml"))]
+    yaml_paths = [p for p in rendered.files if p.endswith((".yml", ".yaml", ".json"))]
     includes = [spec.nginx_servers_include(u) for u in (spec.api_upstream, spec.stream_upstream)]
     assert sorted(rendered.data) == sorted(yaml_paths + includes)
     for path in includes:

@@ -75,12 +75,15 @@ def test_k8s_every_object_is_namespaced_and_labelled(spec: DeploymentSpec) -> No
 
 
 def test_k8s_one_deployment_per_pool(spec: DeploymentSpec) -> None:
-    """A Deployment, Service, HPA and PDB per pool: web, plus stream in the split topology."""
+    """A Deployment, Service, HPA and PDB per pool: web, plus stream in the split topology; and
+    per pool the headless -metrics Service Prometheus discovers the pods through."""
     expected = {f"{spec.project}-web"}
     if spec.stream_names:
         expected.add(f"{spec.project}-stream")
-    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+    for kind in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
         assert {d["metadata"]["name"] for d in _kind(spec, kind)} == expected
+    services = {d["metadata"]["name"] for d in _kind(spec, "Service")}
+    assert services == expected | {f"{name}-metrics" for name in expected}
 
 
 def test_k8s_probe_paths_ports_and_host_match_spec(spec: DeploymentSpec) -> None:

@@ -36,10 +36,12 @@ RENDERERS: dict[str, tuple[str, ...]] = {
         "django_arena_scale.deploy.k8s",  # k8s/*.yaml
         "django_arena_scale.deploy.docker",  # Dockerfile, .dockerignore (kept if they exist)
         "django_arena_scale.deploy.operations",  # OPERATIONS.md
+        "django_arena_scale.deploy.monitoring",  # monitoring/: Prometheus, alerts, Grafana
     ),
     "local": (
         "django_arena_scale.deploy.local",  # loopback nginx.conf + includes, logs/, tmp/
         "django_arena_scale.deploy.server",
+        "django_arena_scale.deploy.monitoring",  # prometheus/: loopback scrape config, alerts
     ),
 }
 

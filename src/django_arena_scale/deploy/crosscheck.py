@@ -10,7 +10,10 @@ Docker's ``ip_range`` and unique (nginx resolves the names once; a recreated rep
 come back at the same address), the timeout chain holds across gunicorn, nginx and compose,
 listen ports are unique, no ``environment`` entry looks like a secret, and the probe prefix
 and timeout passed to the app (compose ``environment``, the Kubernetes ConfigMap) are those
-of the nginx and kubelet probes.
+of the nginx and kubelet probes.  The Prometheus configs scrape exactly the replicas nginx
+sends traffic to (their static targets are the upstream members), at the metrics path under
+the probe prefix the app is given, and the Kubernetes one resolves headless Services that
+select the pods of a Deployment on its ``http`` port; their rule files are rendered too.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from django_arena_scale._redact import looks_secret
 from django_arena_scale.deploy._shared import COMPOSE_FILE
 from django_arena_scale.deploy._yaml import MERGE, resolve_merge
+from django_arena_scale.deploy.monitoring import COMPOSE_CONFIG, K8S_CONFIG, LOCAL_CONFIG
 from django_arena_scale.deploy.spec import STOP_GRACE_MARGIN, DeploymentSpec
 
 if TYPE_CHECKING:
@@ -54,9 +58,11 @@ def problems(spec: DeploymentSpec, rendered: Rendered) -> list[str]:
     if nginx_conf is None:
         return [f"{spec.nginx_dir}nginx.conf is missing"]
     nginx_hosts: set[str] = set()
+    nginx_addresses: set[str] = set()
     ports: set[int] = set()
     for upstream in (spec.api_upstream, spec.stream_upstream):
         path = spec.nginx_servers_include(upstream)
+        nginx_addresses |= {member.address for member in data.get(path, ())}
         addresses = [_host_port(member.address) for member in data.get(path, ())]
         if not addresses:
             found.append(f"{path} lists no server")
@@ -79,6 +85,7 @@ def problems(spec: DeploymentSpec, rendered: Rendered) -> list[str]:
         found += compose_network_problems(compose)
         found += _probe_settings(data, nginx_conf)
     found += _chain(spec, files, compose, nginx_conf)
+    found += _monitoring(files, data, nginx_addresses, compose)
     listens = [(m.group(1) or "*", int(m.group(2))) for m in _LISTEN.finditer(nginx_conf)]
     if len(set(listens)) != len(listens):
         found.append(f"nginx listens twice on the same port: {listens}")
@@ -285,4 +292,98 @@ def _chain(
                 found.append(f"stop_grace_period {stop}s < drain + {name} graceful_timeout")
     if reads and max(reads) < spec.stream_read_timeout:
         found.append("no nginx location reads streams for stream_read_timeout")
+    return found
+
+
+def _scrape_jobs(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(document.get("scrape_configs") or [])
+
+
+def _monitoring(
+    files: Mapping[str, str],
+    data: Mapping[str, Any],
+    nginx_addresses: set[str],
+    compose: Mapping[str, Any],
+) -> list[str]:
+    """The Prometheus configs against nginx's upstreams, the app's probe prefix and k8s."""
+    found: list[str] = []
+    for path in (LOCAL_CONFIG, COMPOSE_CONFIG, K8S_CONFIG):
+        if path not in data:
+            continue
+        document = data[path]
+        folder = path.rpartition("/")[0]
+        for rules in document.get("rule_files") or []:
+            if f"{folder}/{rules}" not in files:
+                found.append(f"{path}: rule file {rules!r} is not rendered beside it")
+        jobs = _scrape_jobs(document)
+        if len(jobs) != 1:
+            found.append(f"{path} has {len(jobs)} scrape jobs; expected one for the replicas")
+            continue
+        job = jobs[0]
+        where = COMPOSE_FILE if path == COMPOSE_CONFIG else K8S_CONFIG_MAP
+        if where in data:
+            prefix = _app_environment(data, where).get("ARENA_SCALE_PROBE_PREFIX")
+            if prefix is not None and job.get("metrics_path") != f"{prefix}metrics":
+                found.append(
+                    f"{path} scrapes {job.get('metrics_path')!r}, but the app answers "
+                    f"{prefix}metrics ({where})"
+                )
+        if path == K8S_CONFIG:
+            found += _k8s_scrape(data, job)
+            continue
+        targets = {
+            str(target)
+            for static in job.get("static_configs") or []
+            for target in static.get("targets") or []
+        }
+        for target in sorted(targets - nginx_addresses):
+            found.append(f"{path} scrapes {target}, which is no nginx upstream server")
+        for address in sorted(nginx_addresses - targets):
+            found.append(f"{path} does not scrape the replica at {address}")
+        if path == COMPOSE_CONFIG and compose:
+            hosts = {_host_port(t)[0] for t in targets}
+            for service in sorted(compose_app_services(compose) - hosts):
+                found.append(f"{path} does not scrape compose app service {service!r}")
+    return found
+
+
+def _k8s_scrape(data: Mapping[str, Any], job: Mapping[str, Any]) -> list[str]:
+    """Every DNS name is a headless Service that lists unready pods of a Deployment, on the
+    port that Deployment's container calls ``http``."""
+    found: list[str] = []
+    services: dict[str, Mapping[str, Any]] = {}
+    pod_ports: list[tuple[dict[str, Any], int]] = []
+    for path, documents in data.items():
+        if not path.startswith("k8s/"):
+            continue
+        for document in documents:
+            if document.get("kind") == "Service":
+                meta = document["metadata"]
+                services[f"{meta['name']}.{meta.get('namespace')}.svc"] = document["spec"]
+            elif document.get("kind") == "Deployment":
+                template = document["spec"]["template"]
+                for container in template["spec"]["containers"]:
+                    for port in container.get("ports", []):
+                        if port.get("name") == "http":
+                            pod_ports.append(
+                                (template["metadata"]["labels"], port["containerPort"])
+                            )
+    for sd in job.get("dns_sd_configs") or []:
+        for name in sd.get("names") or []:
+            service = services.get(name)
+            if service is None:
+                found.append(f"{K8S_CONFIG} resolves {name}, which no k8s/ Service is")
+                continue
+            if service.get("clusterIP") != "None" or not service.get("publishNotReadyAddresses"):
+                found.append(f"{name} must be headless and publish unready pods for scraping")
+            selected = [
+                port
+                for labels, port in pod_ports
+                if all(labels.get(k) == v for k, v in (service.get("selector") or {}).items())
+            ]
+            if selected != [sd.get("port")]:
+                found.append(
+                    f"{K8S_CONFIG} scrapes {name} on port {sd.get('port')}, but the pods it "
+                    f"selects listen on {selected}"
+                )
     return found

@@ -4,7 +4,8 @@ One Deployment per app pool (``web``; plus ``stream``, the ASGI pool, in the spl
 each with its Service, HorizontalPodAutoscaler (autoscaling/v2) and PodDisruptionBudget
 (policy/v1); ingress-nginx Ingresses carrying the same limits and timeouts as the generated
 nginx.conf; a ConfigMap of non-secret settings (secrets come from the Secret named in
-:func:`secret_name`, never inline); a migration Job.  Files are numbered so that
+:func:`secret_name`, never inline); a migration Job; per pool a headless ``-metrics`` Service
+that lists every pod, ready or not, for Prometheus' DNS discovery.  Files are numbered so that
 ``kubectl apply -f k8s/`` creates the Namespace and ConfigMap before what uses them.
 
 The shutdown sequence mirrors the compose one: the kubelet runs ``preStop`` (``manage.py drain
@@ -50,6 +51,7 @@ __all__ = [
     "config_map_env",
     "dump_yaml",
     "host_header",
+    "metrics_service_name",
     "pools",
     "prestop_command",
     "render",
@@ -273,6 +275,30 @@ def _service(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def metrics_service_name(pool: Mapping[str, Any]) -> str:
+    """The headless Service Prometheus finds a pool's pods through (DNS, one A record each)."""
+    return f"{pool['name']}-metrics"
+
+
+def _metrics_service(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
+    """Headless, and listing pods that are not ready: a draining or unready pod is still
+    scraped (its readiness and drain metrics are what the alerts read)."""
+    component = pool["component"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, metrics_service_name(pool), component),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": _labels(spec, component),
+            "ports": [
+                {"name": "http", "port": spec.app_port, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
 def _hpa(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
@@ -487,6 +513,7 @@ def build(spec: DeploymentSpec) -> dict[str, list[dict[str, Any]]]:
         "k8s/50-ingress.yaml": _ingresses(spec),
         "k8s/60-hpa.yaml": [_hpa(spec, p) for p in pool_list],
         "k8s/70-pdb.yaml": [_pdb(spec, p) for p in pool_list],
+        "k8s/45-service-metrics.yaml": [_metrics_service(spec, p) for p in pool_list],
     }
     for pool in pool_list:
         component = pool["component"]
