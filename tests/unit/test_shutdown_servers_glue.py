@@ -33,18 +33,24 @@ def lifecycle() -> Iterator[Lifecycle]:
     get_hooks().reset()
 
 
-def test_gunicorn_hooks_module_exports_exactly_the_six_hooks() -> None:
-    """The names a generated gunicorn.conf.py imports all exist."""
-    assert sorted(ghooks.__all__) == sorted(
-        [
-            "on_starting",
-            "when_ready",
-            "post_worker_init",
-            "worker_int",
-            "worker_abort",
-            "worker_exit",
-        ]
-    )
+def test_gunicorn_hooks_module_exports_exactly_the_hooks_generated_configs_import() -> None:
+    """The names a generated gunicorn.conf.py imports are the module's hooks, all callable."""
+    import re
+
+    from django_arena_scale.deploy.server import HOOKS_IMPORT
+
+    imported = re.findall(r"^    (\w+),$", HOOKS_IMPORT, re.M)
+    expected = [
+        "child_exit",
+        "on_exit",
+        "on_starting",
+        "post_worker_init",
+        "when_ready",
+        "worker_abort",
+        "worker_exit",
+        "worker_int",
+    ]
+    assert sorted(ghooks.__all__) == sorted(imported) == expected
     assert all(callable(getattr(ghooks, name)) for name in ghooks.__all__)
 
 
