@@ -25,6 +25,7 @@ Options can be overridden per deployment with ``ARENA_SCALE_LLM_PROVIDERS["simul
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 from collections.abc import AsyncIterator
@@ -161,76 +162,23 @@ def token_at(index: int) -> str:
     return WORDS[index % len(WORDS)]
 
 
-#: The simulated models of the demo page: name -> the words its answers are made of.
+#: The simulated models of the demo page: name -> the sentences its answers are made of.
 MODELS: dict[str, tuple[str, ...]] = {
     "a": (
-        "Load",
-        "balancing",
-        "spreads",
-        "requests",
-        "over",
-        "replicas",
-        "so",
-        "one",
-        "slow",
-        "or",
-        "restarting",
-        "server",
-        "never",
-        "takes",
-        "the",
-        "whole",
-        "arena",
-        "down",
-        "and",
-        "every",
-        "stream",
-        "keeps",
-        "flowing",
-        "while",
-        "nginx",
-        "picks",
-        "a",
-        "healthy",
-        "upstream",
-        "for",
-        "the",
-        "next",
-        "connection",
+        "Load balancing spreads requests over several replicas.",
+        "A slow or restarting replica never takes the whole arena down.",
+        "nginx sends each new connection to a healthy upstream.",
+        "Sessions live in Redis, so a user stays logged in on every replica.",
+        "The chat reaches every tab through the shared channel layer.",
+        "Readiness is about this replica, not about the shared database.",
     ),
     "b": (
-        "A",
-        "replica",
-        "that",
-        "drains",
-        "stops",
-        "listening",
-        "first",
-        "then",
-        "tells",
-        "its",
-        "open",
-        "streams",
-        "to",
-        "reconnect",
-        "and",
-        "the",
-        "browser",
-        "resumes",
-        "from",
-        "the",
-        "last",
-        "event",
-        "id",
-        "on",
-        "another",
-        "replica",
-        "with",
-        "no",
-        "token",
-        "lost",
-        "or",
-        "repeated",
+        "A replica that drains stops listening first.",
+        "Its open streams end with a reconnect event.",
+        "The browser comes back with the last event id it saw.",
+        "Another replica continues from the next token, so nothing is lost or repeated.",
+        "WebSockets close with code 1012 and connect again elsewhere.",
+        "Votes are rows in the database that every replica shares.",
     ),
 }
 MAX_PROMPT = 500
@@ -261,17 +209,15 @@ class Voice:
         digest = hashlib.sha256(f"{self.model}\0{self.prompt}".encode()).digest()
         return int.from_bytes(digest[:4], "big")
 
+    @functools.cached_property
+    def words(self) -> tuple[str, ...]:
+        """The model's sentences in a prompt-dependent order (a rotation), as words."""
+        sentences = MODELS[self.model]
+        first = self.seed % len(sentences)
+        return tuple(" ".join(sentences[first:] + sentences[:first]).split())
+
     def token(self, index: int) -> str:
-        words = MODELS[self.model]
-        # The prompt's own words open the answer, then the model's vocabulary, in a
-        # prompt-dependent order (a stride coprime with the vocabulary's length).
-        echo = self.prompt.split()[:6]
-        if index < len(echo):
-            return echo[index]
-        step = 1 + 2 * (self.seed % 7)
-        while math.gcd(step, len(words)) != 1:
-            step += 2
-        return words[(self.seed + (index - len(echo)) * step) % len(words)]
+        return self.words[index % len(self.words)]
 
 
 async def simulated_provider(

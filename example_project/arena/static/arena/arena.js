@@ -396,6 +396,14 @@
     row.append(td);
   }
 
+  function breakerText(breakers) {
+    const entries = Object.entries(breakers);
+    if (!entries.length) return "none used yet";
+    const notClosed = entries.filter(([, state]) => state !== "closed");
+    if (!notClosed.length) return "all closed";
+    return notClosed.map(([name, state]) => name + " " + state).join(", ");
+  }
+
   async function refreshStack() {
     if (!document.hidden) {
       const result = await api("GET", "/api/stack/", undefined, { quiet: true });
@@ -409,10 +417,7 @@
           cell(row, replica.state, "state state-" + replica.state);
           cell(row, String(replica.streams));
           cell(row, String(replica.websockets));
-          const breakers = Object.entries(replica.breakers)
-            .map(([name, state]) => name + ": " + state)
-            .join(", ");
-          cell(row, breakers || "none used yet");
+          cell(row, breakerText(replica.breakers));
           body.append(row);
         }
         const time = new Date().toLocaleTimeString();
