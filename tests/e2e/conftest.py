@@ -118,6 +118,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "--replicas", str(REPLICAS), "--port", str(port), "--state-dir", str(state_dir),
         "--topology", "single", "--app-server", "uvicorn", "--workers", "1",
         "--drain-delay", "1",
+        # Prometheus scrapes every replica each second (tests/e2e/test_observability_e2e.py).
+        "--prometheus",
         # The load tests send a few hundred r/s from one IP; /auth/ keeps its 5 r/s + 10.
         "--set", "rate_general=5000", "--set", "burst_general=5000",
         "--set", "rate_stream=2000", "--set", "burst_stream=2000",

@@ -82,6 +82,7 @@ def stack_pids(state_dir: Path) -> list[int]:
     state = json.loads(path.read_text())
     pids = [r["pid"] for r in state["replicas"] + state["redis"]]
     pids.append(state.get("nginx_pid"))
+    pids.append((state.get("prometheus") or {}).get("pid"))
     return [p for p in pids if p]
 
 

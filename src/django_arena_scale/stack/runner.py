@@ -1,15 +1,19 @@
 """``LocalStack``: Redis, N replicas and nginx on 127.0.0.1, from the ``local`` deploy variant.
 
 Start order: preflight (binaries, ports) -> render the ``local`` variant into ``DIR/conf`` ->
-Redis -> ``migrate`` -> replicas (each must answer ``/ready/`` 200) -> nginx.  Any failure
-stops everything already started, in reverse order, and raises :class:`StackError` naming
-the cause.  ``DIR/stack.json`` is rewritten atomically on every state change.
+Redis -> ``migrate`` -> replicas (each must answer ``/ready/`` 200) -> nginx -> with
+``prometheus=True``, Prometheus scraping every replica (:mod:`.prometheus`).  Each replica
+keeps its metrics files in its own ``DIR/metrics/<name>`` (``PROMETHEUS_MULTIPROC_DIR``).
+Any failure stops everything already started, in reverse order, and raises
+:class:`StackError` naming the cause.  ``DIR/stack.json`` is rewritten atomically on every
+state change.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,7 +28,9 @@ from typing import Any
 
 from django_arena_scale.deploy.spec import DeploymentSpec
 from django_arena_scale.lifecycle import drain
+from django_arena_scale.metrics import MULTIPROC_ENV
 from django_arena_scale.stack import admission, control, redis_servers, rolling
+from django_arena_scale.stack import prometheus as prometheus_server
 from django_arena_scale.stack.errors import StackError
 from django_arena_scale.stack.host import (
     find_binary,
@@ -54,6 +60,7 @@ UVICORN_WORKER = "django_arena_scale.lifecycle.uvicorn.UvicornWorker"
 HOOKS_MODULE = "django_arena_scale.lifecycle.gunicorn"
 
 Out = Callable[[str], None]
+STATUS_TOKEN_ENV = "ARENA_SCALE_STATUS_TOKEN"
 
 
 @dataclass
@@ -99,6 +106,9 @@ class StackOptions:
     drain_delay: float = 1.0
     migrate: bool = True
     cwd: str | None = None
+    #: Also run Prometheus, scraping every replica (run_lb_stack --prometheus).
+    prometheus: bool = False
+    prometheus_bin: str | None = None
 
 
 class LocalStack:
@@ -125,6 +135,15 @@ class LocalStack:
         self.redis: dict[str, RedisService] = {}
         self.nginx: ManagedProcess | None = None
         self.nginx_bin = ""
+        self.prometheus: prometheus_server.PrometheusServer | None = None
+        self.prometheus_bin = ""
+        # Prometheus scrapes <prefix>metrics with this token (the /status/ details rule):
+        # the one the replicas are given, else a new one for this stack.
+        self.status_token = self.options.env.get(STATUS_TOKEN_ENV) or os.environ.get(
+            STATUS_TOKEN_ENV, ""
+        )
+        if self.options.prometheus and not self.status_token:
+            self.status_token = secrets.token_urlsafe(24)
         self.redis_bin = ""
         self._lock = threading.RLock()
         self._stop_requested = threading.Event()
@@ -149,6 +168,8 @@ class LocalStack:
                 self._migrate()
             self._start_replicas()
             self._start_nginx()
+            if self.options.prometheus:
+                self._start_prometheus()
         except BaseException:
             self.stop(quiet=True)
             raise
@@ -158,6 +179,8 @@ class LocalStack:
     def _preflight(self) -> None:
         self.nginx_bin = find_binary("nginx", self.options.nginx_bin)
         self.redis_bin = find_binary("redis-server", self.options.redis_bin)
+        if self.options.prometheus:
+            self.prometheus_bin = find_binary("prometheus", self.options.prometheus_bin)
         for directory in (self.dir, self.conf_dir, self.log_dir, self.run_dir):
             directory.mkdir(parents=True, exist_ok=True)
         wanted = {"nginx (--port)": self.spec.local_port}
@@ -238,9 +261,17 @@ class LocalStack:
         # LLM breakers coordinate through Redis across the replicas (db 2 of the cache Redis).
         env.setdefault("ARENA_SCALE_BREAKER_REDIS_URL", self.spec.redis_url("cache", 2))
         env.update(self.options.env)
+        if self.status_token:
+            env[STATUS_TOKEN_ENV] = self.status_token
+        # One directory per replica: its workers' metrics, merged by every scrape of it.
+        env[MULTIPROC_ENV] = str(self.metrics_dir(name))
         env["ARENA_REPLICA_NAME"] = name
         env[drain.ENV_VAR] = str(self.drain_path(name))
         return env
+
+    def metrics_dir(self, name: str) -> Path:
+        """The replica's PROMETHEUS_MULTIPROC_DIR (its gunicorn master empties it at start)."""
+        return self.dir / "metrics" / name
 
     def drain_path(self, name: str) -> Path:
         """The replica's drain file (its ARENA_SCALE_DRAIN_FILE)."""
@@ -379,6 +410,19 @@ class LocalStack:
             time.sleep(0.05)
         self.nginx.state = "running"
 
+    # --- prometheus ------------------------------------------------------------------------
+    def _start_prometheus(self) -> None:
+        prometheus_server.write_token(self.conf_dir, self.status_token)
+        start = max(self.spec.local_port, self.spec.status_port) + 1
+        self.prometheus = prometheus_server.launch(
+            self.prometheus_bin,
+            self.conf_dir,
+            self.dir / "prometheus-data",
+            self.log_dir,
+            start_port=start,
+        )
+        self.out(f"Prometheus: {self.prometheus.url}")
+
     # --- replica actions -------------------------------------------------------------------
     def replica(self, name: str) -> Replica:
         try:
@@ -509,6 +553,8 @@ class LocalStack:
                 with contextlib.suppress(OSError):
                     drain.write(replica.drain_file, reason="run_lb_stack stop")
                 replica.state = "draining"
+            if self.prometheus is not None:
+                self.prometheus.process.stop(10)
             if live and self.nginx is not None and self.nginx.alive():
                 time.sleep(min(self.options.drain_delay, 1.0))
             if self.nginx is not None:
@@ -546,6 +592,11 @@ class LocalStack:
             "replicas": [r.as_json() for r in self.replicas.values()],
             "redis": [r.as_json() for r in self.redis.values()],
             "probe_paths": self.spec.probe_paths,
+            "prometheus": (
+                {"url": self.prometheus.url, "pid": self.prometheus.process.pid}
+                if self.prometheus is not None
+                else None
+            ),
         }
 
     def write_state(self, *, running: bool = True) -> None:

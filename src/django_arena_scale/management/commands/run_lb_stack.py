@@ -1,7 +1,8 @@
 """``manage.py run_lb_stack --replicas N --port P --state-dir DIR``: the local LB stack.
 
 Runs in the foreground: Redis, N replicas of this project and nginx on 127.0.0.1 (the
-``local`` variant of ``generate_lb_config``).  SIGHUP: rolling restart.  SIGINT/SIGTERM: stop
+``local`` variant of ``generate_lb_config``), and with ``--prometheus`` a Prometheus that
+scrapes every replica.  SIGHUP: rolling restart.  SIGINT/SIGTERM: stop
 everything gracefully.  ``--action kill --target web-2`` (and restart, stop, start,
 rolling-restart, stop-redis, start-redis) acts on a stack already running in ``DIR``.
 """
@@ -82,6 +83,13 @@ class Command(BaseCommand):
         parser.add_argument("--status-port", type=int, default=None, help="nginx stub_status.")
         parser.add_argument("--nginx", default=None, help="Path of the nginx binary.")
         parser.add_argument("--redis-server", default=None, help="Path of redis-server.")
+        parser.add_argument(
+            "--prometheus",
+            action="store_true",
+            help="Also run Prometheus on a free 127.0.0.1 port, scraping every replica's "
+            "metrics every second (URL and pid in stack.json).",
+        )
+        parser.add_argument("--prometheus-bin", default=None, help="Path of the prometheus binary.")
         parser.add_argument("--ready-timeout", type=float, default=60.0)
         parser.add_argument(
             "--drain-delay", type=float, default=1.0, help="Seconds between drain and SIGTERM."
@@ -164,6 +172,8 @@ class Command(BaseCommand):
             drain_delay=options["drain_delay"],
             migrate=not options["no_migrate"],
             cwd=os.getcwd(),
+            prometheus=options["prometheus"],
+            prometheus_bin=options["prometheus_bin"],
         )
 
     def _spec(self, options: dict[str, Any]) -> DeploymentSpec:
