@@ -1,0 +1,207 @@
+"""What metrics and request IDs cost per request.
+
+Run: ``.venv/bin/python bench/observability.py [--rounds 6] [--duration 5] [--connections 8]``
+
+Two gunicorn servers of the example project (gthread, ``--workers`` x ``--threads``), started
+the same way with the package's metrics hooks (``on_starting``, ``child_exit``, ``on_exit``),
+differing only in ``ARENA_BENCH_OBSERVABILITY`` (``bench/observability_settings.py``):
+
+* **on**: the example as it ships: ``RequestIDMiddleware``, ``MetricsMiddleware`` (multiprocess
+  mode, one ``PROMETHEUS_MULTIPROC_DIR``), the request-id log filter;
+* **off**: those removed and ``ARENA_SCALE_METRICS = False``.
+
+wrk loads ``/api/ping/`` (the trivial view, where a fixed per-request cost shows most) directly,
+sending an ``X-Request-ID`` as nginx does.  Rounds alternate the order.  The figure is the
+servers' own CPU time per request (user + system of master and workers, psutil), median over
+rounds: ``on/off - 1`` is the per-request overhead (target: at most 3%); it is less disturbed
+by other work on the machine than req/s, which is printed too (with p99).  Afterwards the
+"on" server's own ``arena_http_requests_total`` is compared with what wrk counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from bench._load import wrk  # noqa: E402
+
+from django_arena_scale.stack.host import free_port_range  # noqa: E402
+
+PATH = "/api/ping/"
+TOKEN = secrets.token_urlsafe(16)
+HOOKS = (
+    "from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401\n"
+    "    child_exit,\n    on_exit,\n    on_starting,\n)\n"
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a gunicorn master and its workers (live ones: none exits here)."""
+    import psutil
+
+    master = psutil.Process(pid)
+    total = 0.0
+    for proc in [master, *master.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+@contextlib.contextmanager
+def server(variant: str, workdir: Path, workers: int, threads: int) -> Iterator[tuple[int, int]]:
+    port = free_port_range(1, start=27000 if variant == "on" else 27500)
+    env = dict(os.environ)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "example_project"),
+                                           str(ROOT / "bench")]),
+            "DJANGO_SETTINGS_MODULE": "observability_settings",
+            "ARENA_BENCH_OBSERVABILITY": variant,
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SQLITE_PATH": str(workdir / "db.sqlite3"),
+            "ARENA_SCALE_STATUS_TOKEN": TOKEN,
+            "ARENA_REPLICA_NAME": variant,
+        }
+    )  # fmt: skip
+    if variant == "on":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics-on")
+    hooks = workdir / "hooks.py"
+    hooks.write_text(HOOKS)
+    argv = [sys.executable, "-m", "gunicorn", "--config", str(hooks), "arena_project.wsgi"]
+    argv += ["-k", "gthread", "-w", str(workers), "--threads", str(threads)]
+    argv += ["-b", f"127.0.0.1:{port}", "--keep-alive", "75", "--log-level", "warning"]
+    with open(workdir / f"{variant}.log", "wb") as log:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT / "example_project", env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{PATH}", timeout=2).read()
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the {variant} server did not start; see {workdir}/{variant}.log")
+            time.sleep(0.2)
+        yield port, proc.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=10)
+
+
+def counted(port: int) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    pattern = r'^arena_http_requests_total\{[^}]*route="api/ping/"[^}]*\} ([\d.e+]+)$'
+    return round(sum(float(v) for v in re.findall(pattern, text, re.MULTILINE)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration", type=float, default=5)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rps: dict[str, list[float]] = {"on": [], "off": []}
+    p99: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    sent = {"on": 0, "off": 0}
+    with tempfile.TemporaryDirectory(prefix="arena-bench-obs-") as tmp:
+        workdir = Path(tmp)
+        migrate = subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--noinput"],
+            cwd=ROOT / "example_project",
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "example_project"),
+                                               str(ROOT / "bench")]),
+                "DJANGO_SETTINGS_MODULE": "observability_settings",
+                "SECRET_KEY": secrets.token_urlsafe(50),
+                "SQLITE_PATH": str(workdir / "db.sqlite3"),
+            },
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if migrate.returncode:
+            raise SystemExit(migrate.stdout + migrate.stderr)
+        with (
+            server("on", workdir, args.workers, args.threads) as on,
+            server("off", workdir, args.workers, args.threads) as off,
+        ):
+            ports = {"on": on[0], "off": off[0]}
+            pids = {"on": on[1], "off": off[1]}
+            for variant in ports:  # warm-up
+                wrk(f"http://127.0.0.1:{ports[variant]}{PATH}", duration=2, connections=4)
+            before = counted(ports["on"])
+            for index in range(args.rounds):
+                order = ("on", "off") if index % 2 == 0 else ("off", "on")
+                for variant in order:
+                    cpu_before = cpu_seconds(pids[variant])
+                    result = wrk(
+                        f"http://127.0.0.1:{ports[variant]}{PATH}",
+                        duration=args.duration,
+                        connections=args.connections,
+                        headers=[f"X-Request-ID: bench-{index}-{variant}"],
+                        latency=True,
+                    )
+                    cpu_us = (cpu_seconds(pids[variant]) - cpu_before) / result.requests * 1e6
+                    cpu[variant].append(cpu_us)
+                    rps[variant].append(result.rps)
+                    p99[variant].append(result.p99_ms or 0.0)
+                    sent[variant] += result.requests
+                    print(f"round {index + 1} {variant:>3}: {result.rps:8.0f} req/s  "
+                          f"p99 {result.p99_ms:.2f} ms  server CPU {cpu_us:.0f} us/request",
+                          flush=True)  # fmt: skip
+            after = counted(ports["on"])
+    on_rps, off_rps = statistics.median(rps["on"]), statistics.median(rps["off"])
+    print()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; gthread {args.workers}x{args.threads}, "
+          f"wrk -c {args.connections}, {args.rounds} rounds of {args.duration:g}s")  # fmt: skip
+    print(f"GET {PATH}  on: {on_rps:.0f} req/s (p99 {statistics.median(p99['on']):.2f} ms)  "
+          f"off: {off_rps:.0f} req/s (p99 {statistics.median(p99['off']):.2f} ms)")  # fmt: skip
+    print(f"on/off req/s ratio: {on_rps / off_rps:.3f} (throughput overhead "
+          f"{1 - on_rps / off_rps:.1%}; noisy on a shared machine)")  # fmt: skip
+    on_cpu, off_cpu = statistics.median(cpu["on"]), statistics.median(cpu["off"])
+    print(f"server CPU per request  on: {on_cpu:.0f} us  off: {off_cpu:.0f} us  "
+          f"overhead: {on_cpu / off_cpu - 1:.1%}  (target: at most 3%)")  # fmt: skip
+    ratios = [a / b for a, b in zip(rps["on"], rps["off"], strict=True)]
+    print(f"per round on/off req/s: {', '.join(f'{r:.3f}' for r in ratios)}")
+    cpu_ratios = [a / b for a, b in zip(cpu["on"], cpu["off"], strict=True)]
+    print(f"per round on/off CPU per request: {', '.join(f'{r:.3f}' for r in cpu_ratios)}")
+    print(
+        f"arena_http_requests_total on the 'on' server grew by {after - before}; wrk counted "
+        f"{sent['on']} (wrk leaves out requests in flight when it stops; the server counts them)"
+    )
+
+
+if __name__ == "__main__":
+    main()
