@@ -2,10 +2,10 @@
 
 Every renderer module exposes ``render(spec) -> dict[str, str]`` (relative path -> content,
 deterministic).  A module that builds files as data (docker-compose.yml, the Kubernetes
-manifests, the nginx upstream lists) also exposes ``build(spec)`` (relative path -> the data)
-and ``serialise(spec, data)`` (-> the texts): :func:`render_all` writes the texts of that very
-data and keeps it in :attr:`Rendered.data`, which the cross-file checks compare.  A
-module may declare two module-level frozensets of relative paths:
+manifests, the nginx files, the gunicorn configs) also exposes ``build(spec)`` (relative
+path -> the data) and ``serialise(spec, data)`` (-> the texts): :func:`render_all` writes
+the texts of that very data and keeps it in :attr:`Rendered.data`, which the cross-file
+checks compare.  A module may declare two module-level frozensets of relative paths:
 
 - ``KEEP_IF_EXISTS``: an existing file is kept as it is unless ``--force`` (Dockerfile,
   .dockerignore): the user owns it after the first render;

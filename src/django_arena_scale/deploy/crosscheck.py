@@ -1,9 +1,10 @@
 """Cross-file checks of a render, run by the writer before anything is moved into place.
 
 They compare what the renderers produced, not the spec, so a renderer bug that makes two
-files disagree is caught.  docker-compose.yml, the Kubernetes manifests and the nginx
-upstream members are compared as the data they are built from (:attr:`Rendered.data`,
-before it is written); nginx.conf and the gunicorn configs, built as text, as their text.
+files disagree is caught.  Every file they read is compared as the data it is built from
+(:attr:`Rendered.data`, before it is written): docker-compose.yml and the Kubernetes
+manifests as YAML data, nginx.conf as its tree of directives and blocks, the nginx upstream
+includes as their members, the gunicorn configs as their settings.
 The checks: every nginx upstream ``server`` is an app service in docker-compose.yml and
 back, every compose app service has a fixed address inside the network's subnet, below
 Docker's ``ip_range`` and unique (nginx resolves the names once; a recreated replica must
@@ -18,7 +19,6 @@ select the pods of a Deployment on its ``http`` port; their rule files are rende
 
 from __future__ import annotations
 
-import ast
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -28,6 +28,8 @@ from django_arena_scale._redact import looks_secret
 from django_arena_scale.deploy._shared import COMPOSE_FILE
 from django_arena_scale.deploy._yaml import MERGE, resolve_merge
 from django_arena_scale.deploy.monitoring import COMPOSE_CONFIG, K8S_CONFIG, LOCAL_CONFIG
+from django_arena_scale.deploy.nginx import Block
+from django_arena_scale.deploy.server import ServerConfig
 from django_arena_scale.deploy.spec import STOP_GRACE_MARGIN, DeploymentSpec
 
 if TYPE_CHECKING:
@@ -42,7 +44,6 @@ __all__ = [
     "problems",
 ]
 
-_LISTEN = re.compile(r"^\s*listen (?:(\S+):)?(\d+)[ ;]", re.M)
 K8S_CONFIG_MAP = "k8s/10-configmap.yaml"
 
 
@@ -54,8 +55,8 @@ def problems(spec: DeploymentSpec, rendered: Rendered) -> list[str]:
     """Every disagreement found between the rendered files (empty when consistent)."""
     files, data = rendered.files, rendered.data
     found: list[str] = []
-    nginx_conf = files.get(f"{spec.nginx_dir}nginx.conf")
-    if nginx_conf is None:
+    nginx_conf = data.get(f"{spec.nginx_dir}nginx.conf")
+    if not isinstance(nginx_conf, Block):
         return [f"{spec.nginx_dir}nginx.conf is missing"]
     nginx_hosts: set[str] = set()
     nginx_addresses: set[str] = set()
@@ -68,7 +69,7 @@ def problems(spec: DeploymentSpec, rendered: Rendered) -> list[str]:
             found.append(f"{path} lists no server")
         nginx_hosts |= {host for host, _ in addresses}
         ports |= {port for _, port in addresses if port is not None}
-        if f"include {path[len(spec.nginx_dir) :]};" not in nginx_conf:
+        if (path[len(spec.nginx_dir) :],) not in _upstream_includes(nginx_conf, upstream):
             found.append(f"nginx.conf does not include {path}")
     compose: Mapping[str, Any] = data.get(COMPOSE_FILE, {})
     if spec.target == "local":
@@ -84,12 +85,29 @@ def problems(spec: DeploymentSpec, rendered: Rendered) -> list[str]:
         found += _compose_environment(compose)
         found += compose_network_problems(compose)
         found += _probe_settings(data, nginx_conf)
-    found += _chain(spec, files, compose, nginx_conf)
+    found += _chain(spec, data, compose, nginx_conf)
     found += _monitoring(files, data, nginx_addresses, compose)
-    listens = [(m.group(1) or "*", int(m.group(2))) for m in _LISTEN.finditer(nginx_conf)]
+    listens = _listens(nginx_conf)
     if len(set(listens)) != len(listens):
         found.append(f"nginx listens twice on the same port: {listens}")
     return found
+
+
+def _upstream_includes(nginx_conf: Block, upstream: str) -> list[tuple[str, ...]]:
+    """The ``include`` arguments inside ``upstream <name> { }`` of nginx.conf's ``http``."""
+    http = nginx_conf.find("http")
+    block = http.find("upstream", upstream) if http else None
+    return block.directive_values("include") if block else []
+
+
+def _listens(nginx_conf: Block) -> list[tuple[str, int]]:
+    """(address or ``*``, port) of every ``listen`` directive of nginx.conf."""
+    listens = []
+    for args in nginx_conf.all_values("listen"):
+        host, _, port = args[0].rpartition(":") if args else ("", "", "")
+        if port.isdigit():
+            listens.append((host or "*", int(port)))
+    return listens
 
 
 def _host_port(address: str) -> tuple[str, int | None]:
@@ -217,7 +235,7 @@ def _readiness_probes(data: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return probes
 
 
-def _probe_settings(data: Mapping[str, Any], nginx_conf: str) -> list[str]:
+def _probe_settings(data: Mapping[str, Any], nginx_conf: Block) -> list[str]:
     """ARENA_SCALE_PROBE_PREFIX / _TIMEOUT given to the app match the probes that use them."""
     found: list[str] = []
     k8s_probes = _readiness_probes(data)
@@ -232,10 +250,10 @@ def _probe_settings(data: Mapping[str, Any], nginx_conf: str) -> list[str]:
         if prefix is None or timeout is None:
             found.append(f"{where} does not pass ARENA_SCALE_PROBE_PREFIX/_TIMEOUT to the app")
             continue
-        ready = re.search(rf"location = {re.escape(prefix)}ready/ \{{([^}}]*)\}}", nginx_conf)
-        if ready is None:
+        ready = [b for b in nginx_conf.locations() if b.args == ("=", f"{prefix}ready/")]
+        if not ready:
             found.append(f"{where}: nginx.conf has no location = {prefix}ready/")
-        elif f"proxy_read_timeout {timeout}s;" not in ready.group(1):
+        elif (f"{timeout}s",) not in ready[0].directive_values("proxy_read_timeout"):
             found.append(f"{where}: probe timeout {timeout}s is not nginx's {prefix}ready/ one")
         for path, probe_path, probe_timeout in k8s_probes:
             if (probe_path, probe_timeout) != (f"{prefix}ready/", str(timeout)):
@@ -246,18 +264,9 @@ def _probe_settings(data: Mapping[str, Any], nginx_conf: str) -> list[str]:
     return found
 
 
-def _py_settings(text: str) -> dict[str, object]:
-    values: dict[str, object] = {}
-    for match in re.finditer(r"^([a-z_]+) = (.+)$", text, re.M):
-        try:
-            values[match.group(1)] = ast.literal_eval(match.group(2))
-        except (ValueError, SyntaxError):
-            continue
-    return values
-
-
-def _seconds(pattern: str, text: str) -> list[int]:
-    return [int(v) for v in re.findall(pattern, text)]
+def _seconds(values: list[tuple[str, ...]]) -> list[int]:
+    """The seconds of each ``<n>s`` first argument (other values are skipped)."""
+    return [int(args[0][:-1]) for args in values if re.fullmatch(r"\d+s", args[0] if args else "")]
 
 
 def _stop_grace_periods(compose: Mapping[str, Any]) -> list[int]:
@@ -271,14 +280,20 @@ def _stop_grace_periods(compose: Mapping[str, Any]) -> list[int]:
 
 
 def _chain(
-    spec: DeploymentSpec, files: Mapping[str, str], compose: Mapping[str, Any], nginx_conf: str
+    spec: DeploymentSpec, data: Mapping[str, Any], compose: Mapping[str, Any], nginx_conf: Block
 ) -> list[str]:
     found: list[str] = []
-    nginx_keepalive = _seconds(r"^\s+keepalive_timeout (\d+)s;", nginx_conf)
-    reads = _seconds(r"proxy_read_timeout (\d+)s;", nginx_conf)
+    http = nginx_conf.find("http") or Block("http")
+    nginx_keepalive = [
+        seconds
+        for upstream in http.blocks("upstream")
+        for seconds in _seconds(upstream.directive_values("keepalive_timeout"))
+    ]
+    reads = _seconds(nginx_conf.all_values("proxy_read_timeout"))
     stops = sorted(set(_stop_grace_periods(compose)))
     for name in sorted({spec.server_config_file(s) for s in spec.app_services}):
-        conf = _py_settings(files.get(name, ""))
+        config = data.get(name)
+        conf = config.settings if isinstance(config, ServerConfig) else {}
         graceful, keepalive = conf.get("graceful_timeout"), conf.get("keepalive")
         if not isinstance(graceful, int) or not isinstance(keepalive, int):
             found.append(f"{name} lacks graceful_timeout or keepalive")

@@ -10,7 +10,7 @@ directory, so it runs as an ordinary user:
 from __future__ import annotations
 
 from django_arena_scale.deploy import nginx
-from django_arena_scale.deploy.spec import DeploymentSpec, UpstreamMember
+from django_arena_scale.deploy.spec import DeploymentSpec
 
 __all__ = ["build", "render", "serialise"]
 
@@ -22,12 +22,12 @@ def _local(spec: DeploymentSpec) -> DeploymentSpec:
     return spec if spec.target == "local" else spec.replace(target="local")
 
 
-def build(spec: DeploymentSpec) -> dict[str, tuple[UpstreamMember, ...]]:
-    """The upstream members of the loopback nginx (see :func:`.nginx.build`)."""
+def build(spec: DeploymentSpec) -> nginx.NginxData:
+    """The loopback nginx files as data (see :func:`.nginx.build`)."""
     return nginx.build(_local(spec))
 
 
-def serialise(spec: DeploymentSpec, data: dict[str, tuple[UpstreamMember, ...]]) -> dict[str, str]:
+def serialise(spec: DeploymentSpec, data: nginx.NginxData) -> dict[str, str]:
     return nginx.serialise(_local(spec), data)
 
 
