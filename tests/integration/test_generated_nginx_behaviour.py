@@ -218,15 +218,19 @@ def test_nginx_rate_limit_answers_429_for_api_and_probes(stack_factory: Any) -> 
 
 
 def test_nginx_status_denied_outside_internal_networks(stack_factory: Any) -> None:
-    """/status/ from an address outside internal_networks gets 403."""
+    """/status/ and /metrics from an address outside internal_networks get 403 from nginx
+    (the replica never sees them)."""
     stack = stack_factory(replicas=1, internal_networks=("10.0.0.0/8",))
     assert stack.request("/status/")[0] == 403
+    assert stack.request("/metrics")[0] == 403
+    assert stack.replicas["web-1"].seen.requests == []
 
 
 def test_nginx_status_allowed_from_internal_networks(stack_factory: Any) -> None:
     """/status/ from loopback, an internal network by default, reaches the replica."""
     stack = stack_factory(replicas=1)
     assert stack.request("/status/")[0] == 200
+    assert stack.request("/metrics")[0] == 200
 
 
 def test_nginx_stub_status_on_internal_listener(stack_factory: Any) -> None:

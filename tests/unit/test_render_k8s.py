@@ -283,13 +283,14 @@ def test_k8s_api_ingress_timeouts_match_spec(spec: DeploymentSpec) -> None:
 
 
 def test_k8s_status_ingress_is_internal_only(spec: DeploymentSpec) -> None:
-    """/status/ is routed only with the internal networks allow list."""
+    """/status/ and the metrics path are routed only with the internal networks allow list."""
     internal = _ingresses(spec)["internal"]
-    assert list(_paths(internal)) == [spec.probe_paths["status"]]
+    assert list(_paths(internal)) == [spec.probe_paths["status"], spec.metrics_path]
     allowed = _annotations(internal)["whitelist-source-range"].split(",")
     assert allowed == list(spec.internal_networks)
     public = [p for name, i in _ingresses(spec).items() if name != "internal" for p in _paths(i)]
     assert spec.probe_paths["status"] not in public
+    assert spec.metrics_path not in public
 
 
 def test_k8s_ingress_host_and_tls_follow_server_name(spec: DeploymentSpec) -> None:

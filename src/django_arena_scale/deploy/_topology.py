@@ -201,3 +201,8 @@ class SpecTopology(SpecFields):
     def probe_paths(self) -> dict[str, str]:
         p = self.probe_prefix
         return {k: f"{p}{k}/" for k in ("live", "ready", "health", "status")}
+
+    @property
+    def metrics_path(self) -> str:
+        """Where every replica answers Prometheus (``ProbeMiddleware``, under the probe prefix)."""
+        return f"{self.probe_prefix}metrics"

@@ -499,7 +499,7 @@ def _ingresses(spec: DeploymentSpec) -> list[dict[str, Any]]:
         _ingress(spec, "probes", [paths["live"], paths["ready"], paths["health"]], web, probes)
     )
     internal = {**probes, "whitelist-source-range": ",".join(spec.internal_networks)}
-    result.append(_ingress(spec, "internal", [paths["status"]], web, internal))
+    result.append(_ingress(spec, "internal", [paths["status"], spec.metrics_path], web, internal))
     return result
 
 

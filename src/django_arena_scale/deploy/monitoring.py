@@ -80,7 +80,7 @@ HEADER = (
 
 def metrics_path(spec: DeploymentSpec) -> str:
     """Where every replica answers Prometheus (``ProbeMiddleware``, under the probe prefix)."""
-    return f"{spec.probe_prefix}metrics"
+    return spec.metrics_path
 
 
 def compose_token_file(spec: DeploymentSpec) -> str:

@@ -493,6 +493,18 @@ def _public_server(spec: DeploymentSpec) -> Block:
             _d("access_log", "off"),
         ]
         c.append(_location("=", probes[kind], children=probe))
+    # Metrics: the replica asks for a token, a staff session or an allowed network; nginx
+    # keeps the path internal as well (a scraper reaches the replicas directly).
+    metrics: list[Node] = [
+        *_allow_internal(spec),
+        _limit_req("general", spec.burst_general),
+        *_proxy(spec.api_upstream),
+        _d("proxy_connect_timeout", f"{min(chain.connect, chain.probe)}s"),
+        _d("proxy_read_timeout", f"{chain.probe}s"),
+        _d("proxy_send_timeout", f"{chain.probe}s"),
+        _d("access_log", "off"),
+    ]
+    c.append(_location("=", spec.metrics_path, children=metrics))
     static = "static/" if spec.target == "local" else spec.nginx_static_dir + "/"
     c.append(
         _location(
