@@ -4,7 +4,8 @@ against the e2e stack: nginx, three replicas, Redis.
 Keyboard only: log in, ask, watch both answers stream with their replica names, vote, chat
 between two pages; then a rolling restart of the whole stack while two long answers stream:
 both continue on other replicas with every token exactly once.  No page logs a console error.
-The screenshots in docs/screenshots/ (desktop and 375 px phone width) come from this run.
+The screenshots in docs/screenshots/ (desktop and 375 px phone width) come from this test:
+``ARENA_UPDATE_SCREENSHOTS=1 python -m pytest tests/e2e/test_demo_browser.py`` rewrites them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from tests.e2e.helpers import EXAMPLE, ROOT, get_json, stack_env
 
 pytestmark = pytest.mark.e2e
 
+#: The README's screenshots; rewritten only with ARENA_UPDATE_SCREENSHOTS=1 (otherwise they go
+#: to the test's temporary directory, so a test run leaves the working tree as it was).
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 REPLICA = re.compile(r"^web-\d+$")
 PROMPT = "How does a load balancer keep a stream alive?"
@@ -149,8 +152,11 @@ def ask(page: Any, length: str) -> None:
     page.keyboard.press("Enter")
 
 
-def test_demo_page_login_ask_vote_chat(site: str, stack: Stack, browser: Any) -> None:
+def test_demo_page_login_ask_vote_chat(
+    site: str, stack: Stack, browser: Any, tmp_path: Path
+) -> None:
     stack.heal()
+    shots = SCREENSHOTS if os.environ.get("ARENA_UPDATE_SCREENSHOTS") == "1" else tmp_path
     console = Console()
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = console.watch(context.new_page())
@@ -224,8 +230,8 @@ def test_demo_page_login_ask_vote_chat(site: str, stack: Stack, browser: Any) ->
     rows = page.locator("#stack-rows tr th").all_text_contents()
     assert rows == ["web-1", "web-2", "web-3"]
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "arena-desktop.png"), full_page=True)
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "arena-desktop.png"), full_page=True)
 
     # Phone width: nothing wider than the screen, same page.
     phone = browser.new_context(
@@ -242,7 +248,8 @@ def test_demo_page_login_ask_vote_chat(site: str, stack: Stack, browser: Any) ->
     small.wait_for_selector("#chat[data-connected='true']")
     assert small.evaluate("document.documentElement.scrollWidth") <= 375
     small.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
-    small.screenshot(path=str(SCREENSHOTS / "arena-phone.png"))
+    small.screenshot(path=str(shots / "arena-phone.png"))
+    assert (shots / "arena-phone.png").stat().st_size > 10_000
 
     # Log out (keyboard) on the first tab.
     tab_to(page, "#logout")
