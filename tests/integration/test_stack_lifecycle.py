@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
@@ -40,10 +41,19 @@ def test_run_lb_stack_action_restart_then_ctrl_c_leaves_nothing(tmp_path: Path) 
         "--replicas", "1", "--topology", "single", "--app-server", "uvicorn",
         "--workers", "1", "--port", str(port), "--state-dir", str(tmp_path),
     )  # fmt: skip
+    env = {**stack_env(), "STATIC_ROOT": str(tmp_path / "static-root")}
     with open(tmp_path / "runner.log", "wb") as log:
-        proc = subprocess.Popen(argv, cwd=EXAMPLE, env=stack_env(), stdout=log, stderr=log)
+        proc = subprocess.Popen(argv, cwd=EXAMPLE, env=env, stdout=log, stderr=log)
     try:
         wait_until(lambda: _ready(tmp_path), 120, "stack ready")
+        # The stack collected the demo page's static files; nginx serves them.
+        css = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        css.request("GET", "/static/arena/arena.css")
+        css_answer = css.getresponse()
+        css_status, css_type, css_body = (
+            css_answer.status, css_answer.getheader("Content-Type", ""), css_answer.read(),
+        )  # fmt: skip
+        css.close()
         before = json.loads((tmp_path / "stack.json").read_text())["replicas"][0]["pid"]
         result = run_stack("--state-dir", str(tmp_path), "--action", "restart", "--target", "web-1")
         after = json.loads((tmp_path / "stack.json").read_text())["replicas"][0]
@@ -61,6 +71,8 @@ def test_run_lb_stack_action_restart_then_ctrl_c_leaves_nothing(tmp_path: Path) 
     assert "restart web-1" in result.stdout
     assert (after["pid"] != before, after["state"]) == (True, "ready")
     assert (status, body["replica"]) == (200, "web-1")
+    assert (css_status, css_type.split(";")[0]) == (200, "text/css"), css_body[:200]
+    assert css_body == (EXAMPLE / "arena" / "static" / "arena" / "arena.css").read_bytes()
     assert "Stack ready: http://127.0.0.1:" in output
     assert proc.returncode == 0
     assert [p for p in pids if pid_alive(p)] == []

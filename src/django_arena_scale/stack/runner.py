@@ -111,6 +111,22 @@ class StackOptions:
     prometheus_bin: str | None = None
 
 
+# Run in the project's environment: collect the static files when the project has any, and
+# print STATIC_ROOT (an empty line when there is nothing to serve).
+_COLLECT_STATIC = """
+import django
+from django.conf import settings
+django.setup()
+root = getattr(settings, "STATIC_ROOT", None)
+if "django.contrib.staticfiles" in settings.INSTALLED_APPS and root:
+    from django.core.management import call_command
+    call_command("collectstatic", interactive=False, verbosity=0)
+    print(root)
+else:
+    print()
+"""
+
+
 class LocalStack:
     """Supervise the local stack of ``spec`` (``target='local'``) with state in ``state_dir``."""
 
@@ -166,6 +182,7 @@ class LocalStack:
             self._start_redis()
             if self.options.migrate:
                 self._migrate()
+            self._collect_static()
             self._start_replicas()
             self._start_nginx()
             if self.options.prometheus:
@@ -233,8 +250,16 @@ class LocalStack:
         # -e: without it nginx opens its compiled-in error log (/var/log/...) before reading
         # the config, which an ordinary user cannot.
         argv += ["-e", str(self.conf_dir / "logs" / "error.log")]
+        directives = []
         if "daemon " not in conf.read_text():
-            argv += ["-g", "daemon off;"]
+            directives.append("daemon off;")
+        if os.geteuid() == 0:
+            # Started by root, nginx would run its workers as "nobody", who cannot read a
+            # state dir under /root (static files 403): they run as whoever started the
+            # stack, as they do for an ordinary user.  The stack listens on loopback only.
+            directives.append("user root;")
+        if directives:
+            argv += ["-g", " ".join(directives)]
         return argv + list(extra)
 
     def _check_nginx_config(self) -> None:
@@ -322,6 +347,40 @@ class LocalStack:
             process,
             self.drain_path(name),
         )
+
+    def _collect_static(self) -> None:
+        """``collectstatic`` into the project's ``STATIC_ROOT``, served by nginx as ``static/``.
+
+        The local nginx config aliases the static URL to ``<conf dir>/static/``: a link to
+        ``STATIC_ROOT`` after the files were collected.  A project without
+        ``django.contrib.staticfiles`` or without ``STATIC_ROOT`` serves no static files (said
+        in the log); a failing collectstatic stops the start, like a failing migrate.
+        """
+        first = self.spec.app_services[0]
+        result = subprocess.run(
+            [self.options.python, "-c", _COLLECT_STATIC],
+            env=self.replica_env(first),
+            cwd=self.options.cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        (self.log_dir / "collectstatic.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-8:])
+            msg = (
+                f"manage.py collectstatic failed (exit {result.returncode}):\n{tail}\n"
+                "(see logs/collectstatic.log)."
+            )
+            raise StackError(msg)
+        root = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        if not root:
+            self.out("static files: not served (no django.contrib.staticfiles or STATIC_ROOT)")
+            return
+        link = self.conf_dir / "static"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(root, target_is_directory=True)
 
     def _migrate(self) -> None:
         first = self.spec.app_services[0]
