@@ -103,7 +103,8 @@ fi
 
 cat <<EOT
 
-  Arena:    http://127.0.0.1:$PORT/api/ping/   http://127.0.0.1:$PORT/api/whoami/
+  Open:     http://127.0.0.1:$PORT/   (the arena page: log in as demo / demo-password)
+  API:      http://127.0.0.1:$PORT/api/ping/   http://127.0.0.1:$PORT/api/whoami/
   Probes:   http://127.0.0.1:$PORT/live/  /health/  /ready/  /status/
   Stream:   curl -N "http://127.0.0.1:$PORT/messages/stream/?tokens=20"
   Login:    curl -c jar -H 'Content-Type: application/json' \\
