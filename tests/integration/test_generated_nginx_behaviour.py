@@ -9,6 +9,7 @@ servers include, retry rules and unbuffered streams.
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import re
 import shutil
@@ -189,6 +190,29 @@ def test_nginx_keeps_well_formed_request_id(stack_factory: Any) -> None:
     status, headers, _ = stack.request("/api/x/", headers={"X-Request-ID": "client-id-12345"})
     assert (status, headers["x-request-id"]) == (200, "client-id-12345")
     assert last_headers(stack)["x-request-id"] == "client-id-12345"
+
+
+def test_nginx_json_access_log_carries_the_request_id(stack_factory: Any) -> None:
+    """log_format json: each request is one JSON line (values escaped, even a hostile
+    User-Agent), with the client's request id and the replica that answered."""
+    stack = stack_factory(replicas=1, log_format="json")
+    hostile = 'evil"}, {"status": 200\\'
+    status, _, _ = stack.request(
+        "/api/x/?q=1", headers={"X-Request-ID": "json-log-id-1", "User-Agent": hostile}
+    )
+    assert status == 200
+    log = stack.root / "logs" / "access.log"
+    deadline = time.monotonic() + 10
+    while "json-log-id-1" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "no access log line"
+        time.sleep(0.05)
+    line = next(x for x in log.read_text().splitlines() if "json-log-id-1" in x)
+    entry = json.loads(line)
+    port = stack.spec.local_service_port("web-1")
+    assert (entry["request_id"], entry["method"], entry["uri"], entry["status"]) == (
+        "json-log-id-1", "GET", "/api/x/?q=1", 200,
+    )  # fmt: skip
+    assert (entry["upstream"], entry["user_agent"]) == (f"127.0.0.1:{port}", hostile)
 
 
 def test_nginx_replaces_malformed_request_id(stack_factory: Any) -> None:

@@ -404,3 +404,27 @@ def test_capacity_report_advises_pgbouncer_when_exceeded() -> None:
     text = report(DeploymentSpec(replicas=50))
     assert "EXCEEDED by" in text
     assert "--pgbouncer" in text
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_format_reaches_nginx_gunicorn_and_the_app(fmt: str) -> None:
+    """log_format json: nginx's access log is JSON, the app gets LOG_FORMAT=json in compose
+    and Kubernetes, and gunicorn writes no second access log; text keeps them as they were."""
+    spec = DeploymentSpec(log_format=fmt)
+    rendered = render_all(spec)
+    conf = rendered.files["nginx/nginx.conf"]
+    assert ("log_format arena escape=json" in conf) is (fmt == "json")
+    gunicorn = server.build(spec)["gunicorn.conf.py"].settings
+    assert ("accesslog" in gunicorn) is (fmt == "text")
+    assert gunicorn["errorlog"] == "-"
+    app = yaml.safe_load(rendered.files["docker-compose.yml"])["x-app"]["environment"]
+    assert app["LOG_FORMAT"] == fmt
+    config_map = next(yaml.safe_load_all(rendered.files["k8s/10-configmap.yaml"]))
+    assert config_map["data"]["LOG_FORMAT"] == fmt
+
+
+def test_log_format_refuses_other_values() -> None:
+    with pytest.raises(ValueError, match="log_format") as info:
+        DeploymentSpec(log_format="xml")
+    assert "'xml'" in str(info.value)
+    assert "json" in str(info.value)

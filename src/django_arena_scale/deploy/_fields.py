@@ -183,6 +183,13 @@ class SpecFields:
         "oss-1.28",
     )
     resolver: str = _str("127.0.0.11", "DNS resolver for the oss-1.28 profile", "ip")
+    log_format: str = _choice(
+        "text",
+        "json: one JSON object per line in nginx's access log, LOG_FORMAT=json for the app,"
+        " no second access log from gunicorn",
+        "text",
+        "json",
+    )
     compose_subnet: str = _str(
         "10.213.0.0/20",
         "IPv4 subnet of the compose network: every service gets a fixed address in it, so a "

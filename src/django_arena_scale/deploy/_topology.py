@@ -179,6 +179,8 @@ class SpecTopology(SpecFields):
             "ARENA_SCALE_REPLICAS": str(self.replicas),
             "CHANNEL_REDIS_URL": self.redis_url("sessions", 1),
             "DJANGO_SETTINGS_MODULE": self.settings_module,
+            # The app's LOGGING chooses its formatter from it (requestid.JSONFormatter).
+            "LOG_FORMAT": self.log_format,
             "REDIS_URL": self.redis_url("cache", 0),
             "SESSION_REDIS_URL": self.redis_url("sessions", 0),
         }

@@ -258,6 +258,18 @@ def _main(spec: DeploymentSpec) -> Block:
     return Block("", children=tuple(top))
 
 
+#: The JSON access log line (``log_format json``); nginx escapes every value for JSON.
+_JSON_LOG = (
+    '\'{"time":"$time_iso8601","remote_addr":"$remote_addr",\'',
+    '\'"method":"$request_method","uri":"$request_uri","status":$status,\'',
+    '\'"bytes_sent":$body_bytes_sent,"request_time":$request_time,\'',
+    '\'"request_id":"$arena_request_id","upstream":"$upstream_addr",\'',
+    '\'"upstream_status":"$upstream_status",\'',
+    '\'"upstream_response_time":"$upstream_response_time",\'',
+    '\'"user_agent":"$http_user_agent"}\'',
+)
+
+
 def _http(spec: DeploymentSpec) -> list[Node]:
     local = spec.target == "local"
     c: list[Node] = [_d("include", MIME_TYPES), _d("default_type", "application/octet-stream")]
@@ -269,10 +281,17 @@ def _http(spec: DeploymentSpec) -> list[Node]:
         "'rid=$arena_request_id upstream=$upstream_addr '",
         "'urt=$upstream_response_time rt=$request_time'",
     )
+    access = "logs/access.log" if local else "/dev/stdout"
+    if spec.log_format == "json":
+        c += [
+            Blank(),
+            *_comments("log_format json: one JSON object per request, for log pipelines."),
+            Directive("log_format", ("arena", "escape=json", *_JSON_LOG), wrap=True),
+        ]
+    else:
+        c += [Blank(), Directive("log_format", ("arena", *log_format), wrap=True)]
     c += [
-        Blank(),
-        Directive("log_format", ("arena", *log_format), wrap=True),
-        _d("access_log", "logs/access.log" if local else "/dev/stdout", "arena"),
+        _d("access_log", access, "arena"),
         Blank(),
         _d("sendfile", "on"),
         _d("tcp_nopush", "on"),

@@ -145,11 +145,14 @@ def _config(spec: DeploymentSpec, service: str) -> ServerConfig:
     notes["forwarded_allow_ips"] = (
         "Only nginx can reach the replicas, so its X-Forwarded-* headers are believed.",
     )
-    settings.update(
-        forwarded_allow_ips="127.0.0.1" if local else "*",
-        accesslog="-",
-        errorlog="-",
-        loglevel="info",
-    )
+    settings["forwarded_allow_ips"] = "127.0.0.1" if local else "*"
+    if spec.log_format == "json":
+        notes["errorlog"] = (
+            "log_format json: nginx logs every request as JSON (with its request id); the",
+            "app logs JSON (LOG_FORMAT); gunicorn writes no second access log.",
+        )
+    else:
+        settings["accesslog"] = "-"
+    settings.update(errorlog="-", loglevel="info")
     doc = f"gunicorn settings of the {pool} replicas ({kind})."
     return ServerConfig(doc=doc, settings=settings, notes=notes)

@@ -23,7 +23,8 @@ Fields, by group (each field's ``metadata["help"]`` is the CLI help text):
 - *network*: ``server_name``, ``http_port``, ``status_port`` (``stub_status``, internal only),
   ``app_port``, ``trusted_proxies`` (``real_ip`` source), ``internal_networks``
   (``/status/`` and ``stub_status`` allow list), ``nginx_profile`` (``oss-1.22`` static
-  upstreams, ``oss-1.28`` ``resolve`` + ``resolver``), ``resolver``.
+  upstreams, ``oss-1.28`` ``resolve`` + ``resolver``), ``resolver``, ``log_format`` (``text``,
+  or ``json``: nginx's access log as JSON lines, ``LOG_FORMAT=json`` for the app).
 - *limits*: ``rate_general``/``rate_stream``/``rate_auth`` (r/s per client IP) with their
   bursts, ``conn_per_ip``, ``max_conns``, ``max_fails``, ``fail_timeout``, ``keepalive``,
   ``keepalive_timeout``, ``client_max_body_mb``.
