@@ -1,6 +1,8 @@
 """What metrics and request IDs cost per request.
 
 Run: ``.venv/bin/python bench/observability.py [--rounds 6] [--duration 5] [--connections 8]``
+or ``.venv/bin/python bench/observability.py --in-process [--rounds 6] [--requests 5000]``
+or ``.venv/bin/python bench/observability.py --middleware [--rounds 3]``
 
 Two gunicorn servers of the example project (gthread, ``--workers`` x ``--threads``), started
 the same way with the package's metrics hooks (``on_starting``, ``child_exit``, ``on_exit``),
@@ -16,6 +18,17 @@ servers' own CPU time per request (user + system of master and workers, psutil),
 rounds: ``on/off - 1`` is the per-request overhead (target: at most 3%); it is less disturbed
 by other work on the machine than req/s, which is printed too (with p99).  Afterwards the
 "on" server's own ``arena_http_requests_total`` is compared with what wrk counted.
+
+``--in-process`` takes the network, the server and the other processes on the machine out of
+the figure: one Python process per variant and round calls Django's WSGI handler directly
+(``/api/ping/`` with an ``X-Request-ID``, the same middleware as the servers) and reports its
+own CPU time per request; processes alternate on/off, and the overhead is the median of the
+per-pair ratios.
+
+``--middleware`` times only what the two middleware add: one process calls a view that returns
+a prebuilt response through no middleware, ``MetricsMiddleware``, ``RequestIDMiddleware`` and
+both (multiprocess mode), 100,000 times each per round; the difference is the CPU they cost per
+request, to set against a whole request's CPU from the server mode.
 """
 
 from __future__ import annotations
@@ -123,6 +136,146 @@ def counted(port: int) -> int:
     return round(sum(float(v) for v in re.findall(pattern, text, re.MULTILINE)))
 
 
+# One process of the in-process mode: CPU time per request through Django's WSGI handler.
+_IN_PROCESS = """
+import io, sys, time
+import django
+django.setup()
+from django.core.handlers.wsgi import WSGIHandler
+handler = WSGIHandler()
+base = {
+    "REQUEST_METHOD": "GET", "PATH_INFO": "/api/ping/", "QUERY_STRING": "",
+    "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+    "HTTP_HOST": "127.0.0.1", "HTTP_X_REQUEST_ID": "bench-in-process",
+    "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+}
+def call():
+    environ = dict(base)
+    environ["wsgi.input"] = io.BytesIO()
+    response = handler(environ, lambda status, headers, exc_info=None: None)
+    b"".join(response)
+    response.close()
+for _ in range(500):
+    call()
+count = int(sys.argv[1])
+start = time.process_time()
+for _ in range(count):
+    call()
+print((time.process_time() - start) / count * 1e6)
+"""
+
+
+_MIDDLEWARE = """
+import sys, time
+import django
+django.setup()
+from django.http import HttpResponse
+from django.test import RequestFactory
+from django.urls import resolve
+from django_arena_scale.metrics import MetricsMiddleware
+from django_arena_scale.requestid import RequestIDMiddleware
+request = RequestFactory().get("/api/ping/", HTTP_X_REQUEST_ID="bench-middleware")
+request.resolver_match = resolve("/api/ping/")
+response = HttpResponse(b"{}")
+def view(request):
+    return response
+chains = {
+    "none": view,
+    "metrics": MetricsMiddleware(view),
+    "request_id": RequestIDMiddleware(view),
+    "both": RequestIDMiddleware(MetricsMiddleware(view)),
+}
+count = 100_000
+for round_ in range(int(sys.argv[1])):
+    costs = {}
+    for name, chain in chains.items():
+        start = time.process_time()
+        for _ in range(count):
+            chain(request).close()
+        costs[name] = (time.process_time() - start) / count * 1e6
+    print(" ".join(f"{name}={value:.2f}" for name, value in costs.items()), flush=True)
+"""
+
+
+def middleware(rounds: int) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT / "example_project"), str(ROOT / "bench")]
+        ),
+        "DJANGO_SETTINGS_MODULE": "observability_settings",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    with tempfile.TemporaryDirectory(prefix="arena-bench-obs-") as tmp:
+        env["SQLITE_PATH"] = str(Path(tmp) / "db.sqlite3")
+        env["PROMETHEUS_MULTIPROC_DIR"] = tmp
+        out = subprocess.run(
+            [sys.executable, "-c", _MIDDLEWARE, str(rounds)],
+            cwd=ROOT / "example_project", env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    if out.returncode:
+        raise SystemExit(out.stdout + out.stderr)
+    rows = [dict(item.split("=") for item in line.split()) for line in out.stdout.splitlines()]
+    for index, row in enumerate(rows, 1):
+        print(f"round {index}: " + ", ".join(f"{k} {float(v):.2f} us" for k, v in row.items()))
+    median = {k: statistics.median(float(r[k]) for r in rows) for k in rows[0]}
+    print()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; 100,000 calls per chain and round")  # fmt: skip
+    for name in ("metrics", "request_id", "both"):
+        print(f"{name:>10}: +{median[name] - median['none']:.2f} us CPU per request")
+
+
+def in_process(rounds: int, requests: int) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT / "src"), str(ROOT / "example_project"), str(ROOT / "bench")]
+        ),
+        "DJANGO_SETTINGS_MODULE": "observability_settings",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    results: dict[str, list[float]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory(prefix="arena-bench-obs-") as tmp:
+        env["SQLITE_PATH"] = str(Path(tmp) / "db.sqlite3")
+        for index in range(rounds):
+            order = ("on", "off") if index % 2 == 0 else ("off", "on")
+            for variant in order:
+                variant_env = {**env, "ARENA_BENCH_OBSERVABILITY": variant}
+                if variant == "on":  # multiprocess mode, as under gunicorn
+                    directory = Path(tmp) / f"metrics-{index}"
+                    directory.mkdir()
+                    variant_env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+                out = subprocess.run(
+                    [sys.executable, "-c", _IN_PROCESS, str(requests)],
+                    cwd=ROOT / "example_project", env=variant_env,
+                    capture_output=True, text=True, check=False,
+                )  # fmt: skip
+                if out.returncode:
+                    raise SystemExit(out.stdout + out.stderr)
+                value = float(out.stdout.strip().splitlines()[-1])
+                results[variant].append(value)
+                print(f"round {index + 1} {variant:>3}: {value:7.1f} us CPU/request", flush=True)
+    ratios = [a / b for a, b in zip(results["on"], results["off"], strict=True)]
+    on, off = statistics.median(results["on"]), statistics.median(results["off"])
+    print()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; in-process WSGI, {rounds} rounds x "
+          f"{requests} requests")  # fmt: skip
+    print(f"CPU per request  on: {on:.1f} us  off: {off:.1f} us  "
+          f"(+{on - off:.1f} us for metrics + request ids)")  # fmt: skip
+    print(f"per round on/off: {', '.join(f'{r:.3f}' for r in ratios)}")
+    print(
+        f"overhead (median of per-round ratios): {statistics.median(ratios) - 1:.1%} "
+        "(target: at most 3%)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -130,7 +283,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--in-process", action="store_true", help="no server, no network")
+    parser.add_argument("--requests", type=int, default=5000, help="per in-process round")
+    parser.add_argument("--middleware", action="store_true", help="the middleware alone")
     args = parser.parse_args()
+    if args.middleware:
+        middleware(args.rounds)
+        return
+    if args.in_process:
+        in_process(args.rounds, args.requests)
+        return
     rps: dict[str, list[float]] = {"on": [], "off": []}
     p99: dict[str, list[float]] = {"on": [], "off": []}
     cpu: dict[str, list[float]] = {"on": [], "off": []}
