@@ -118,6 +118,7 @@ def test_k8s_every_document_names_a_known_kind(tmp_path: Path) -> None:
         "20-job-migrate": {"Job"},
         "30-deployment": {"Deployment"},
         "40-service": {"Service"},
+        "45-service-metrics": {"Service"},
         "50-ingress": {"Ingress"},
         "60-hpa": {"HorizontalPodAutoscaler"},
         "70-pdb": {"PodDisruptionBudget"},
