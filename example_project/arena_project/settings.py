@@ -39,8 +39,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from django_arena_scale import conf as arena_scale_conf
-from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
 from django_arena_scale.db import database_settings
+from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = os.environ.get
