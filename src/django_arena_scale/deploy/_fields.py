@@ -271,7 +271,17 @@ class SpecFields:
     postgres_max_connections: int = _int(100, "PostgreSQL max_connections", 10, 100_000)
     pgbouncer: bool = _bool(False, "put PgBouncer (transaction pooling) in front of PostgreSQL")
     pgbouncer_pool_size: int = _int(20, "PgBouncer server connections per database", 1, 10_000)
-    pgbouncer_image: str = _str("edoburu/pgbouncer:latest", "PgBouncer image", "image")
+    pgbouncer_image: str = _str("edoburu/pgbouncer:v1.25.1-p0", "PgBouncer image", "image")
+    pgbouncer_query_wait_timeout: int = _int(
+        5,
+        "PgBouncer query_wait_timeout: seconds a client waits for a server connection "
+        "(short, so a dead primary is a fast 503)",
+        1,
+        3600,
+    )
+    postgres_read_replicas: int = _int(
+        0, "PostgreSQL streaming read replicas (DATABASE_REPLICA_URLS)", 0, 16
+    )
     # --- kubernetes
     namespace: str = _str("arena", "Kubernetes namespace", "name")
     ingress_class: str = _str("nginx", "Kubernetes IngressClass", "name")

@@ -16,9 +16,19 @@ from typing import Any
 
 from django_arena_scale.stack.errors import StackError
 
-ACTIONS = ("rolling-restart", "restart", "kill", "stop", "start", "stop-redis", "start-redis")
-#: Actions that need a target (a replica or Redis service name).
-TARGETED = frozenset({"restart", "kill", "stop", "start", "stop-redis", "start-redis"})
+ACTIONS = (
+    "rolling-restart",
+    "restart",
+    "kill",
+    "stop",
+    "start",
+    "stop-redis",
+    "start-redis",
+    "kill-db",
+    "start-db",
+)
+#: Actions that need a target (a replica, Redis service or database server name).
+TARGETED = frozenset(set(ACTIONS) - {"rolling-restart"})
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

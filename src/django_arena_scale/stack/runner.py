@@ -30,6 +30,7 @@ from django_arena_scale.deploy.spec import DeploymentSpec
 from django_arena_scale.lifecycle import drain
 from django_arena_scale.metrics import MULTIPROC_ENV
 from django_arena_scale.stack import admission, control, redis_servers, rolling
+from django_arena_scale.stack import postgres as database_tier
 from django_arena_scale.stack import prometheus as prometheus_server
 from django_arena_scale.stack.errors import StackError
 from django_arena_scale.stack.host import (
@@ -109,6 +110,11 @@ class StackOptions:
     #: Also run Prometheus, scraping every replica (run_lb_stack --prometheus).
     prometheus: bool = False
     prometheus_bin: str | None = None
+    #: Also run PostgreSQL (run_lb_stack --postgres): the spec's pgbouncer and
+    #: postgres_read_replicas say whether PgBouncer and how many streaming replicas.
+    postgres: bool = False
+    #: Directory of initdb, postgres and pg_basebackup (default: PATH, /usr/lib/postgresql).
+    pg_bin_dir: str | None = None
 
 
 # Run in the project's environment: collect the static files when the project has any, and
@@ -161,6 +167,7 @@ class LocalStack:
         if self.options.prometheus and not self.status_token:
             self.status_token = secrets.token_urlsafe(24)
         self.redis_bin = ""
+        self.database: database_tier.DatabaseTier | None = None
         self._lock = threading.RLock()
         self._stop_requested = threading.Event()
         self._hup_requested = threading.Event()
@@ -180,6 +187,8 @@ class LocalStack:
             self._preflight()
             self._render()
             self._start_redis()
+            if self.options.postgres:
+                self._start_database()
             if self.options.migrate:
                 self._migrate()
             self._collect_static()
@@ -198,6 +207,9 @@ class LocalStack:
         self.redis_bin = find_binary("redis-server", self.options.redis_bin)
         if self.options.prometheus:
             self.prometheus_bin = find_binary("prometheus", self.options.prometheus_bin)
+        if self.options.postgres:
+            self.database = self._database_tier()
+            self.database.preflight()
         for directory in (self.dir, self.conf_dir, self.log_dir, self.run_dir):
             directory.mkdir(parents=True, exist_ok=True)
         wanted = {"nginx (--port)": self.spec.local_port}
@@ -277,6 +289,44 @@ class LocalStack:
             self.redis[redis.name] = redis
             redis_servers.launch(redis)
 
+    def _database_tier(self) -> database_tier.DatabaseTier:
+        spec = self.spec
+        return database_tier.DatabaseTier(
+            read_replicas=spec.postgres_read_replicas,
+            pgbouncer=spec.pgbouncer,
+            max_connections=spec.postgres_max_connections,
+            pool_size=spec.pgbouncer_pool_size,
+            query_wait_timeout=spec.pgbouncer_query_wait_timeout,
+            log_dir=self.log_dir,
+            bin_dir=self.options.pg_bin_dir,
+        )
+
+    def _start_database(self) -> None:
+        """PostgreSQL primary, K streaming replicas and PgBouncer (:mod:`.postgres`)."""
+        assert self.database is not None  # created by _preflight
+        self.database.start()
+        self.write_state()
+
+    def kill_database(self, name: str) -> str:
+        """SIGKILL a database server's process group (postgres, postgres-replica-N, pgbouncer)."""
+        with self._lock:
+            self._database().kill(name)
+            self.write_state()
+        return "killed"
+
+    def start_database(self, name: str) -> str:
+        """Start a killed database server again, same port and data."""
+        with self._lock:
+            self._database().start_server(name)
+            self.write_state()
+        return "started"
+
+    def _database(self) -> database_tier.DatabaseTier:
+        if self.database is None:
+            msg = "This stack runs no database servers; start it with --postgres."
+            raise StackError(msg)
+        return self.database
+
     # --- replicas --------------------------------------------------------------------------
     def replica_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -286,6 +336,8 @@ class LocalStack:
         # LLM breakers coordinate through Redis across the replicas (db 2 of the cache Redis).
         env.setdefault("ARENA_SCALE_BREAKER_REDIS_URL", self.spec.redis_url("cache", 2))
         env.update(self.options.env)
+        if self.database is not None:
+            env.update(self.database.app_env())
         if self.status_token:
             env[STATUS_TOKEN_ENV] = self.status_token
         # One directory per replica: its workers' metrics, merged by every scrape of it.
@@ -384,9 +436,12 @@ class LocalStack:
 
     def _migrate(self) -> None:
         first = self.spec.app_services[0]
+        env = self.replica_env(first)
+        if self.database is not None:
+            env.update(self.database.migrate_env())  # the primary itself, not PgBouncer
         result = subprocess.run(
             [self.options.python, "-m", "django", "migrate", "--noinput"],
-            env=self.replica_env(first),
+            env=env,
             cwd=self.options.cwd,
             capture_output=True,
             text=True,
@@ -400,6 +455,8 @@ class LocalStack:
                 "(see logs/migrate.log)."
             )
             raise StackError(msg)
+        if self.database is not None:
+            self.database.wait_replayed()
 
     def _start_replicas(self) -> None:
         for name in self.spec.app_services:
@@ -552,6 +609,8 @@ class LocalStack:
             "start": self.start_replica,
             "stop-redis": self.stop_redis,
             "start-redis": self.start_redis,
+            "kill-db": self.kill_database,
+            "start-db": self.start_database,
         }
         if action not in actions:
             msg = f"Unknown stack action {action!r}; expected one of {', '.join(control.ACTIONS)}."
@@ -634,6 +693,8 @@ class LocalStack:
             for redis in self.redis.values():
                 redis.process.stop(5)
                 redis.state = "stopped"
+            if self.database is not None:
+                self.database.close()
             if self.dir.exists():
                 with contextlib.suppress(OSError):
                     self.write_state(running=False)
@@ -650,6 +711,11 @@ class LocalStack:
             "nginx_conf": str(self.conf_dir / "nginx.conf"),
             "replicas": [r.as_json() for r in self.replicas.values()],
             "redis": [r.as_json() for r in self.redis.values()],
+            **(
+                self.database.as_json()
+                if self.database is not None
+                else {"databases": [], "pgbouncer": None}
+            ),
             "probe_paths": self.spec.probe_paths,
             "prometheus": (
                 {"url": self.prometheus.url, "pid": self.prometheus.process.pid}
@@ -675,6 +741,19 @@ class LocalStack:
                     s.state,
                 )
             )
+        if self.database is not None:
+            state = self.database.as_json()
+            for db in [*state["databases"], *([state["pgbouncer"]] if state["pgbouncer"] else [])]:
+                role = db.get("role", "pooler")
+                rows.append(
+                    (
+                        db["name"],
+                        f"db:{role}",
+                        f"127.0.0.1:{db['port']}",
+                        str(db["pid"]),
+                        db["state"],
+                    )
+                )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join(
             "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows

@@ -4,7 +4,9 @@ Runs in the foreground: Redis, N replicas of this project and nginx on 127.0.0.1
 ``local`` variant of ``generate_lb_config``), and with ``--prometheus`` a Prometheus that
 scrapes every replica.  SIGHUP: rolling restart.  SIGINT/SIGTERM: stop
 everything gracefully.  ``--action kill --target web-2`` (and restart, stop, start,
-rolling-restart, stop-redis, start-redis) acts on a stack already running in ``DIR``.
+rolling-restart, stop-redis, start-redis, kill-db, start-db) acts on a stack already running
+in ``DIR``.  ``--postgres [--pgbouncer] [--read-replicas K]`` adds the database tier
+(:mod:`django_arena_scale.stack.postgres`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,23 @@ def _env_pairs(values: list[str], *, flag: str = "--env") -> dict[str, str]:
     return env
 
 
+def _check_database_options(options: dict[str, Any]) -> None:
+    """--pgbouncer and --read-replicas describe the --postgres tier: refused without it."""
+    if options["postgres"]:
+        return
+    for flag, value in (
+        ("--pgbouncer", options["pgbouncer"]),
+        ("--read-replicas", options["read_replicas"]),
+        ("--pg-bin-dir", options["pg_bin_dir"]),
+    ):
+        if value:
+            shown = (
+                "" if value is True else f" {value!r}" if isinstance(value, str) else f" {value}"
+            )
+            msg = f"{flag}{shown} needs --postgres (the stack's own PostgreSQL)."
+            raise CommandError(msg)
+
+
 class Command(BaseCommand):
     help = "Run Redis, N replicas of this project and nginx on 127.0.0.1 (foreground)."
 
@@ -90,6 +109,31 @@ class Command(BaseCommand):
             "metrics every second (URL and pid in stack.json).",
         )
         parser.add_argument("--prometheus-bin", default=None, help="Path of the prometheus binary.")
+        parser.add_argument(
+            "--postgres",
+            action="store_true",
+            help="Also run a throwaway PostgreSQL primary (initdb) on a free 127.0.0.1 port, "
+            "migrate it and give the replicas DATABASE_URL.",
+        )
+        parser.add_argument(
+            "--pgbouncer",
+            action="store_true",
+            default=None,
+            help="With --postgres: PgBouncer in transaction mode in front of the primary.",
+        )
+        parser.add_argument(
+            "--pg-bin-dir",
+            default=None,
+            help="With --postgres: directory of initdb, postgres and pg_basebackup "
+            "(default: PATH, then the newest /usr/lib/postgresql/*/bin).",
+        )
+        parser.add_argument(
+            "--read-replicas",
+            type=int,
+            default=None,
+            metavar="K",
+            help="With --postgres: K streaming replicas (pg_basebackup -R), DATABASE_REPLICA_URLS.",
+        )
         parser.add_argument("--ready-timeout", type=float, default=60.0)
         parser.add_argument(
             "--drain-delay", type=float, default=1.0, help="Seconds between drain and SIGTERM."
@@ -116,6 +160,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         state_dir = Path(options["state_dir"])
+        _check_database_options(options)
         if options["action"]:
             self._act(state_dir, options["action"], options["target"])
             return
@@ -174,6 +219,8 @@ class Command(BaseCommand):
             cwd=os.getcwd(),
             prometheus=options["prometheus"],
             prometheus_bin=options["prometheus_bin"],
+            postgres=options["postgres"],
+            pg_bin_dir=options["pg_bin_dir"],
         )
 
     def _spec(self, options: dict[str, Any]) -> DeploymentSpec:
@@ -190,6 +237,8 @@ class Command(BaseCommand):
             "redis_roles": options["redis_roles"],
             "graceful_timeout": options["graceful_timeout"],
             "app_graceful_timeout": options["app_graceful_timeout"],
+            "pgbouncer": options["pgbouncer"],
+            "postgres_read_replicas": options["read_replicas"],
             **_env_pairs(options["spec_set"], flag="--set"),
         }
         setting = dict(conf.DEPLOY)
