@@ -56,13 +56,13 @@ def migrate(env: dict[str, str]) -> None:
     )
 
 
-def _gunicorn_args(port: int) -> list[str]:
+def _gunicorn_args(port: int, workers: int = 1, threads: int = 8) -> list[str]:
     import gunicorn
 
     args = [
         sys.executable, "-m", "gunicorn", "arena_project.wsgi:application",
         "--bind", f"127.0.0.1:{port}",
-        "--worker-class", "gthread", "--workers", "1", "--threads", "8",
+        "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
         "--graceful-timeout", "5", "--log-level", "warning",
     ]  # fmt: skip
     # gunicorn >= 25 opens a control socket at one fixed path: parallel servers would collide.
@@ -82,11 +82,15 @@ def _uvicorn_args(port: int) -> list[str]:
 class ExampleServer:
     """One example-project server process (``kind`` is ``"gunicorn"`` or ``"uvicorn"``)."""
 
-    def __init__(self, kind: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, kind: str, env: dict[str, str], log_path: Path, *, workers: int = 1, threads: int = 8
+    ) -> None:
         if kind not in {"gunicorn", "uvicorn"}:
             msg = f"kind should be 'gunicorn' or 'uvicorn', got {kind!r}."
             raise ValueError(msg)
         self.kind = kind
+        self.workers = workers
+        self.threads = threads
         self.env = env
         self.log_path = log_path
         self.port = free_port()
@@ -100,7 +104,11 @@ class ExampleServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ExampleServer:
-        args = _gunicorn_args(self.port) if self.kind == "gunicorn" else _uvicorn_args(self.port)
+        args = (
+            _gunicorn_args(self.port, self.workers, self.threads)
+            if self.kind == "gunicorn"
+            else _uvicorn_args(self.port)
+        )
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 args, cwd=EXAMPLE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT
