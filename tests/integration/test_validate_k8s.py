@@ -111,12 +111,13 @@ def test_k8s_validator_rejects_an_unknown_field(tmp_path: Path) -> None:
 
 def test_k8s_every_document_names_a_known_kind(tmp_path: Path) -> None:
     """Each file holds only the kinds its name announces, so kubectl apply order holds."""
-    spec = DeploymentSpec(replicas=2)
+    spec = DeploymentSpec(replicas=2, pgbouncer=True)
     kinds = {
         "00-namespace": {"Namespace"},
         "10-configmap": {"ConfigMap"},
         "20-job-migrate": {"Job"},
         "30-deployment": {"Deployment"},
+        "35-pgbouncer": {"Deployment", "Service"},
         "40-service": {"Service"},
         "45-service-metrics": {"Service"},
         "50-ingress": {"Ingress"},
@@ -165,6 +166,8 @@ def test_k8s_manifests_valid_for_generated_specs(
     root = tmp_path_factory.mktemp("k8s")
     assert_valid(validate(materialize(_k8s_files(spec), root)))
     for doc in (d for c in k8s.render(spec).values() for d in yaml.safe_load_all(c) if d):
+        if doc["metadata"]["labels"].get("app.kubernetes.io/component") == "pgbouncer":
+            continue  # k8s/35-pgbouncer.yaml, not an app pool (tests/unit/test_render_database)
         if doc["kind"] == "Deployment":
             pod = doc["spec"]["template"]["spec"]
             grace = pod["terminationGracePeriodSeconds"]

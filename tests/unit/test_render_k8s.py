@@ -41,8 +41,17 @@ def _docs(spec: DeploymentSpec) -> list[dict[str, Any]]:
     return docs
 
 
-def _kind(spec: DeploymentSpec, kind: str) -> list[dict[str, Any]]:
-    return [d for d in _docs(spec) if d["kind"] == kind]
+def _kind(spec: DeploymentSpec, kind: str, *, apps_only: bool = True) -> list[dict[str, Any]]:
+    """The objects of ``kind``; with ``apps_only``, not PgBouncer's (k8s/35-pgbouncer.yaml,
+    tested on its own)."""
+    return [
+        d
+        for d in _docs(spec)
+        if d["kind"] == kind
+        and not (
+            apps_only and d["metadata"]["labels"].get("app.kubernetes.io/component") == "pgbouncer"
+        )
+    ]
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -80,10 +89,14 @@ def test_k8s_one_deployment_per_pool(spec: DeploymentSpec) -> None:
     expected = {f"{spec.project}-web"}
     if spec.stream_names:
         expected.add(f"{spec.project}-stream")
-    for kind in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+    # With PgBouncer, its own Deployment and Service (no HPA, no PDB: one pod on purpose).
+    pgbouncer = {spec.pgbouncer_service} if spec.pgbouncer else set()
+    for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
         assert {d["metadata"]["name"] for d in _kind(spec, kind)} == expected
-    services = {d["metadata"]["name"] for d in _kind(spec, "Service")}
-    assert services == expected | {f"{name}-metrics" for name in expected}
+    deployments = _kind(spec, "Deployment", apps_only=False)
+    assert {d["metadata"]["name"] for d in deployments} == expected | pgbouncer
+    services = {d["metadata"]["name"] for d in _kind(spec, "Service", apps_only=False)}
+    assert services == expected | {f"{name}-metrics" for name in expected} | pgbouncer
 
 
 def test_k8s_probe_paths_ports_and_host_match_spec(spec: DeploymentSpec) -> None:

@@ -280,7 +280,7 @@ class SpecFields:
         3600,
     )
     postgres_read_replicas: int = _int(
-        0, "PostgreSQL streaming read replicas (DATABASE_REPLICA_URLS)", 0, 16
+        0, "PostgreSQL streaming read replicas (DATABASE_REPLICA_URLS)", 0, 8
     )
     # --- kubernetes
     namespace: str = _str("arena", "Kubernetes namespace", "name")

@@ -16,6 +16,7 @@ __all__ = [
     "COMPOSE_FILE",
     "config_name",
     "host_header",
+    "pgbouncer_environment",
     "pools",
     "prestop_command",
     "secret_name",
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 COMPOSE_FILE = "docker-compose.yml"
+#: PgBouncer's port in compose and Kubernetes.
+PGBOUNCER_PORT = 6432
 #: The container user of the generated Dockerfile (and the pods' runAsUser).
 APP_UID = 10001
 
@@ -87,3 +90,25 @@ def termination_grace_seconds(spec: DeploymentSpec) -> int:
     counts its drain delay inside compose's ``stop_grace_period``.
     """
     return spec.chain.stop_grace_period
+
+
+def pgbouncer_environment(spec: DeploymentSpec) -> dict[str, str]:
+    """The PgBouncer image's settings (``spec.pgbouncer_image``, configured from environment
+    variables), the same in compose and Kubernetes; the server address comes separately.
+
+    ``MAX_DB_CONNECTIONS`` is the connection budget of the primary (``max_connections`` minus
+    the superuser reserve): whatever the pools, PgBouncer never opens more server connections.
+    ``QUERY_WAIT_TIMEOUT`` is short, so a request meets a dead primary as a fast 503, and
+    ``SERVER_LOGIN_RETRY`` 1 s notices the primary's return within a second.
+    """
+    budget = spec.db_budget
+    return {
+        "AUTH_TYPE": "scram-sha-256",
+        "DEFAULT_POOL_SIZE": str(spec.pgbouncer_pool_size),
+        "LISTEN_PORT": str(PGBOUNCER_PORT),
+        "MAX_CLIENT_CONN": str(budget.needed + 10),
+        "MAX_DB_CONNECTIONS": str(budget.limit),
+        "POOL_MODE": "transaction",
+        "QUERY_WAIT_TIMEOUT": str(spec.pgbouncer_query_wait_timeout),
+        "SERVER_LOGIN_RETRY": "1",
+    }

@@ -150,6 +150,14 @@ class SpecTopology(SpecFields):
         return 6432 if self.pgbouncer else 5432
 
     @cached_property
+    def postgres_replica_services(self) -> tuple[str, ...]:
+        """The streaming read replicas' services: ``postgres-replica-1`` .. ``-K``."""
+        return tuple(
+            f"{self.postgres_service}-replica-{i}"
+            for i in range(1, self.postgres_read_replicas + 1)
+        )
+
+    @cached_property
     def data_services(self) -> tuple[str, ...]:
         """Compose services the app needs healthy: Redis per role, PostgreSQL, PgBouncer.
 
@@ -178,6 +186,8 @@ class SpecTopology(SpecFields):
             "ARENA_SCALE_PROBE_TIMEOUT": str(self.probe_timeout),
             "ARENA_SCALE_REPLICAS": str(self.replicas),
             "CHANNEL_REDIS_URL": self.redis_url("sessions", 1),
+            # database_settings(pgbouncer=...): server-side cursors off behind PgBouncer.
+            "DATABASE_PGBOUNCER": "1" if self.pgbouncer else "0",
             "DJANGO_SETTINGS_MODULE": self.settings_module,
             # The app's LOGGING chooses its formatter from it (requestid.JSONFormatter).
             "LOG_FORMAT": self.log_format,

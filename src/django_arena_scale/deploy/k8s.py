@@ -25,8 +25,10 @@ from django_arena_scale._redact import looks_secret
 from django_arena_scale.deploy import server
 from django_arena_scale.deploy._shared import (
     APP_UID,
+    PGBOUNCER_PORT,
     config_name,
     host_header,
+    pgbouncer_environment,
     pools,
     prestop_command,
     secret_name,
@@ -275,6 +277,85 @@ def _service(spec: DeploymentSpec, pool: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The Secret key holding the primary's own URL, which PgBouncer connects to (the app's
+#: DATABASE_URL then names PgBouncer's Service).
+PGBOUNCER_UPSTREAM_KEY = "POSTGRES_PRIMARY_URL"
+
+
+def _pgbouncer(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    """PgBouncer in transaction mode in front of the (external) primary: one pod, so that
+    ``MAX_DB_CONNECTIONS`` bounds the whole app's server connections; a Service on 6432."""
+    name = spec.pgbouncer_service
+    labels = _labels(spec, name)
+    env: list[dict[str, Any]] = [
+        {"name": k, "value": v} for k, v in pgbouncer_environment(spec).items()
+    ]
+    env.append(
+        {
+            "name": "DATABASE_URL",
+            "valueFrom": {
+                "secretKeyRef": {"name": secret_name(spec), "key": PGBOUNCER_UPSTREAM_KEY}
+            },
+        }
+    )
+    port = {"name": "postgres", "containerPort": PGBOUNCER_PORT, "protocol": "TCP"}
+    probe = {"tcpSocket": {"port": "postgres"}, "periodSeconds": 10, "timeoutSeconds": 3}
+    container = {
+        "name": name,
+        "image": spec.pgbouncer_image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [port],
+        "env": env,
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "failureThreshold": 6},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(spec, name, name),
+        "spec": {
+            # One pod: two would each open up to MAX_DB_CONNECTIONS server connections.
+            "replicas": 1,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": labels},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+            },
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {**_pod_defaults(), "containers": [container]},
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, name, name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [
+                {
+                    "name": "postgres",
+                    "port": PGBOUNCER_PORT,
+                    "targetPort": "postgres",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+    return [deployment, service]
+
+
 def metrics_service_name(pool: Mapping[str, Any]) -> str:
     """The headless Service Prometheus finds a pool's pods through (DNS, one A record each)."""
     return f"{pool['name']}-metrics"
@@ -515,6 +596,8 @@ def build(spec: DeploymentSpec) -> dict[str, list[dict[str, Any]]]:
         "k8s/70-pdb.yaml": [_pdb(spec, p) for p in pool_list],
         "k8s/45-service-metrics.yaml": [_metrics_service(spec, p) for p in pool_list],
     }
+    if spec.pgbouncer:
+        files["k8s/35-pgbouncer.yaml"] = _pgbouncer(spec)
     for pool in pool_list:
         component = pool["component"]
         files[f"k8s/30-deployment-{component}.yaml"] = [_deployment(spec, pool)]

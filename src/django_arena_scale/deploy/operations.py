@@ -152,6 +152,14 @@ def _capacity_note(spec: DeploymentSpec) -> list[str]:
 
 def _k8s_notes(spec: DeploymentSpec) -> list[str]:
     lines = []
+    if spec.pgbouncer:
+        lines.append(
+            f"PgBouncer (`k8s/35-pgbouncer.yaml`, one pod) connects to the URL in the Secret's "
+            f"`POSTGRES_PRIMARY_URL`; the app's `DATABASE_URL` names `{spec.pgbouncer_service}:"
+            f"6432`, and `DATABASE_REPLICA_URLS` (Secret) the read replicas, reached directly."
+        )
+    elif spec.postgres_read_replicas:
+        lines.append("`DATABASE_REPLICA_URLS` (Secret): the read replicas' URLs, comma-separated.")
     if spec.trusted_proxies:
         lines.append(
             "Behind the proxies " + ", ".join(spec.trusted_proxies) + ", set "
