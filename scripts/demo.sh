@@ -95,6 +95,23 @@ manage generate_lb_config --output "$DEPLOY_DIR" --replicas "$REPLICAS" --force 
     die "manage.py generate_lb_config failed (see above)."
 
 # --- serve ----------------------------------------------------------------------------------------
+# PostgreSQL when it is installed (the stack's own throwaway cluster, through PgBouncer when that
+# is installed too); SQLite otherwise.
+DB_ARGS=()
+INITDB="$(command -v initdb 2>/dev/null || true)"
+if [ -z "$INITDB" ]; then
+    for candidate in /usr/lib/postgresql/*/bin/initdb; do  # the last one: the newest version
+        if [ -x "$candidate" ]; then INITDB="$candidate"; fi
+    done
+fi
+if [ -n "$INITDB" ] && "$VPY" -c 'import psycopg' 2>/dev/null; then
+    INITDB="$(readlink -f "$INITDB")"  # Debian links it from its versioned bin directory
+    DB_ARGS=(--postgres --pg-bin-dir "$(dirname "$INITDB")")
+    if [ -n "$(find_bin pgbouncer)" ]; then DB_ARGS+=(--pgbouncer); fi
+    say "database: PostgreSQL ($(dirname "$INITDB"))${DB_ARGS[3]+, through PgBouncer}"
+else
+    say "database: SQLite ($SQLITE_PATH); install postgresql (and pgbouncer) to run on PostgreSQL"
+fi
 WANTED="$PORT"
 if ! "$VPY" -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$PORT" 2>/dev/null; then
     PORT="$("$VPY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
@@ -113,4 +130,5 @@ cat <<EOT
   Stop:     Ctrl-C
 
 EOT
-exec "$VPY" manage.py run_lb_stack --replicas "$REPLICAS" --port "$PORT" --state-dir "$STATE_DIR/stack"
+exec "$VPY" manage.py run_lb_stack --replicas "$REPLICAS" --port "$PORT" --state-dir "$STATE_DIR/stack" \
+    ${DB_ARGS[@]+"${DB_ARGS[@]}"}
