@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
-from collections.abc import Sequence
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 #: DeploymentSpec fields that lift nginx's per-client limits: every load generator here is one
@@ -66,3 +72,45 @@ def wrk(
     p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
     p99_ms = float(p99.group(1)) * _UNIT_MS[p99.group(2)] if p99 else None
     return WrkResult(float(rate.group(1)), int(total.group(1)), p99_ms)
+
+
+@contextlib.contextmanager
+def served(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    ready_url: str,
+    what: str,
+    log: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server in a process group of its own until ``ready_url`` answers (60 s at most);
+    on exit stop the whole group (SIGTERM, then SIGKILL after 30 s)."""
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    try:
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(ready_url, timeout=2).read()
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                where = f"; see {log}" if log else ""
+                raise SystemExit(f"{what} did not start{where}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -43,7 +43,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench._load import wrk  # noqa: E402
+from bench._load import served, wrk  # noqa: E402
 
 from django_arena_scale.stack.host import free_port_range  # noqa: E402
 
@@ -101,29 +100,15 @@ def server(variant: str, workdir: Path, workers: int, threads: int) -> Iterator[
     argv = [sys.executable, "-m", "gunicorn", "--config", str(hooks), "arena_project.wsgi"]
     argv += ["-k", "gthread", "-w", str(workers), "--threads", str(threads)]
     argv += ["-b", f"127.0.0.1:{port}", "--keep-alive", "75", "--log-level", "warning"]
-    with open(workdir / f"{variant}.log", "wb") as log:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT / "example_project", env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"http://127.0.0.1:{port}{PATH}", timeout=2).read()
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the {variant} server did not start; see {workdir}/{variant}.log")
-            time.sleep(0.2)
+    with served(
+        argv,
+        cwd=ROOT / "example_project",
+        env=env,
+        ready_url=f"http://127.0.0.1:{port}{PATH}",
+        what=f"the {variant} server",
+        log=workdir / f"{variant}.log",
+    ) as proc:
         yield port, proc.pid
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=10)
 
 
 def counted(port: int) -> int:
@@ -197,8 +182,9 @@ for round_ in range(int(sys.argv[1])):
 """
 
 
-def middleware(rounds: int) -> None:
-    env = {
+def _process_env() -> dict[str, str]:
+    """The environment of one in-process or middleware measurement (the example's settings)."""
+    return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT / "src"), str(ROOT / "example_project"), str(ROOT / "bench")]
@@ -208,6 +194,10 @@ def middleware(rounds: int) -> None:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
     }
+
+
+def middleware(rounds: int) -> None:
+    env = _process_env()
     with tempfile.TemporaryDirectory(prefix="arena-bench-obs-") as tmp:
         env["SQLITE_PATH"] = str(Path(tmp) / "db.sqlite3")
         env["PROMETHEUS_MULTIPROC_DIR"] = tmp
@@ -229,16 +219,7 @@ def middleware(rounds: int) -> None:
 
 
 def in_process(rounds: int, requests: int) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(ROOT / "src"), str(ROOT / "example_project"), str(ROOT / "bench")]
-        ),
-        "DJANGO_SETTINGS_MODULE": "observability_settings",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = _process_env()
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     results: dict[str, list[float]] = {"on": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="arena-bench-obs-") as tmp:

@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
-from bench._load import UNLIMITED, wrk  # noqa: E402
+from bench._load import UNLIMITED, served, wrk  # noqa: E402
 
 from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
 from django_arena_scale.stack.runner import (  # noqa: E402
@@ -95,32 +94,14 @@ def by_hand(env: dict[str, str], workers: int) -> Iterator[tuple[int, subprocess
     env["ARENA_REPLICA_NAME"] = "by-hand"
     argv = [sys.executable, "-m", "gunicorn", "arena_project.wsgi", "-w", str(workers)]
     argv += ["-b", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(
+    with served(
         argv,
         cwd=ROOT / "example_project",
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ping/", timeout=2).read()
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the by-hand gunicorn did not start")
-            time.sleep(0.2)
+        ready_url=f"http://127.0.0.1:{port}/api/ping/",
+        what="the by-hand gunicorn",
+    ) as proc:
         yield port, proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=10)
 
 
 def login(base_url: str) -> str:
