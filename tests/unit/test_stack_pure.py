@@ -242,3 +242,11 @@ def test_upstreams_served_since_reads_who_answered_after_when() -> None:
     assert not upstreams.served_since(log, "127.0.0.1:21001", at)  # only before, or tried
     assert not upstreams.served_since(log, "127.0.0.1:21003", at)  # nginx's 502
     assert upstreams.served_since(log, "127.0.0.1:21001", at - 10)
+
+
+def test_free_port_range_from_a_start_near_the_top_wraps_around() -> None:
+    """A stack on a high base port (an ephemeral one from the OS) asks for ports above 60000:
+    the search goes up to 65535, then wraps around, instead of failing."""
+    assert free_port_range(1, start=60320) >= 60320
+    wrapped = free_port_range(3, start=65534)
+    assert 1024 <= wrapped < 65534

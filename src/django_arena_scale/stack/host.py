@@ -45,15 +45,18 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def free_port_range(count: int, *, start: int = 20000, stop: int = 60000) -> int:
-    """First port ``p`` such that ``p .. p+count-1`` are all free on 127.0.0.1."""
-    port = start
-    while port + count < stop:
-        busy = [p for p in range(port, port + count) if port_in_use(p)]
-        if not busy:
-            return port
-        port = busy[-1] + 1
-    msg = f"No {count} consecutive free ports between {start} and {stop} on 127.0.0.1."
+def free_port_range(count: int, *, start: int = 20000, stop: int = 65536) -> int:
+    """First port ``p`` from ``start`` such that ``p .. p+count-1`` are all free on 127.0.0.1;
+    when none is left below ``stop``, the search wraps around to 1024 (a start near the top of
+    the port range, as a stack on a high base port asks for, must not fail)."""
+    for low, high in ((start, stop), (1024, min(start + count, stop))):
+        port = low
+        while port + count <= high:
+            busy = [p for p in range(port, port + count) if port_in_use(p)]
+            if not busy:
+                return port
+            port = busy[-1] + 1
+    msg = f"No {count} consecutive free ports on 127.0.0.1 (searched from {start})."
     raise StackError(msg)
 
 
