@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 #: DeploymentSpec fields that lift nginx's per-client limits: every load generator here is one
 #: client IP (127.0.0.1), so the limits would measure nginx's limiter, not the stack.
@@ -114,3 +116,47 @@ def served(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def local_stack(
+    *,
+    start: int,
+    prefix: str,
+    env: dict[str, str],
+    options: dict[str, Any] | None = None,
+    **spec: Any,
+) -> Iterator[Any]:
+    """A ``LocalStack`` of the example project (local target, nginx's per-client limits lifted,
+    ports from ``start``) in a temp state dir, started and stopped around the block; ``spec``
+    overrides DeploymentSpec fields, ``options`` adds StackOptions fields."""
+    from django_arena_scale.deploy.spec import DeploymentSpec
+    from django_arena_scale.stack.runner import LocalStack, StackOptions, free_port_range
+
+    base = free_port_range(12, start=start)
+    fields: dict[str, Any] = {
+        "target": "local",
+        "settings_module": "arena_project.settings",
+        "wsgi_app": "arena_project.wsgi:application",
+        "asgi_app": "arena_project.asgi:application",
+        "local_port": base,
+        "status_port": base + 1,
+        "local_redis_port": base + 2,
+        "local_base_port": base + 3,
+        **UNLIMITED,
+        **spec,
+    }
+    state_dir = tempfile.mkdtemp(prefix=prefix)
+    example = Path(__file__).resolve().parents[1] / "example_project"
+    stack = LocalStack(
+        DeploymentSpec(**fields),
+        state_dir,
+        StackOptions(cwd=str(example), env=env, **(options or {})),
+        out=lambda line: None,
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop(quiet=True)
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -22,26 +22,22 @@ import argparse
 import contextlib
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
-from bench._load import UNLIMITED, wrk  # noqa: E402
+from bench._load import local_stack, wrk  # noqa: E402
 from bench.throughput import DEMO, login  # noqa: E402
 
-from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
 from django_arena_scale.stack import postgres  # noqa: E402
-from django_arena_scale.stack.runner import LocalStack, StackOptions, free_port_range  # noqa: E402
+from django_arena_scale.stack.runner import LocalStack  # noqa: E402
 
 ENDPOINTS = (
     ("session + user", "/api/whoami/"),
@@ -53,36 +49,18 @@ ENDPOINTS = (
 def pg_stack(
     *, pgbouncer: bool, replicas: int, start: int, env: dict[str, str]
 ) -> Iterator[LocalStack]:
-    base = free_port_range(12, start=start)
-    fields: dict[str, Any] = {
-        "target": "local",
-        "settings_module": "arena_project.settings",
-        "wsgi_app": "arena_project.wsgi:application",
-        "asgi_app": "arena_project.asgi:application",
-        "topology": "single",
-        "app_server": "gunicorn",
-        "replicas": replicas,
-        "local_port": base,
-        "status_port": base + 1,
-        "local_redis_port": base + 2,
-        "local_base_port": base + 3,
-        "pgbouncer": pgbouncer,
-        **UNLIMITED,
-    }
-    state_dir = tempfile.mkdtemp(prefix="arena-bench-database-")
     env = {"ARENA_DEMO_USER": DEMO["username"], "ARENA_DEMO_PASSWORD": DEMO["password"], **env}
-    stack = LocalStack(
-        DeploymentSpec(**fields),
-        state_dir,
-        StackOptions(cwd=str(ROOT / "example_project"), env=env, postgres=True),
-        out=lambda line: None,
-    )
-    try:
-        stack.start()
+    with local_stack(
+        start=start,
+        prefix="arena-bench-database-",
+        env=env,
+        options={"postgres": True},
+        topology="single",
+        app_server="gunicorn",
+        replicas=replicas,
+        pgbouncer=pgbouncer,
+    ) as stack:
         yield stack
-    finally:
-        stack.stop(quiet=True)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager

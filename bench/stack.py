@@ -45,12 +45,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
-from bench._load import UNLIMITED, wrk  # noqa: E402
+from bench._load import local_stack, wrk  # noqa: E402
 
-from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
 from django_arena_scale.stack.runner import (  # noqa: E402
     LocalStack,
-    StackOptions,
     free_port_range,
     http_get,
 )
@@ -58,34 +56,15 @@ from django_arena_scale.stack.runner import (  # noqa: E402
 
 @contextlib.contextmanager
 def running_stack(**spec: Any) -> Iterator[LocalStack]:
-    base = free_port_range(12, start=24000)
-    fields: dict[str, Any] = {
-        "target": "local",
-        "settings_module": "arena_project.settings",
-        "wsgi_app": "arena_project.wsgi:application",
-        "asgi_app": "arena_project.asgi:application",
-        "redis_roles": "shared",
-        "max_requests": 0,
-        "local_port": base,
-        "status_port": base + 1,
-        "local_redis_port": base + 2,
-        "local_base_port": base + 3,
-        **UNLIMITED,
-    }
-    fields.update(spec)
-    state_dir = tempfile.mkdtemp(prefix="arena-bench-stack-")
-    stack = LocalStack(
-        DeploymentSpec(**fields),
-        state_dir,
-        StackOptions(cwd=str(ROOT / "example_project"), env={"LOG_LEVEL": "ERROR"}),
-        out=lambda line: None,
-    )
-    try:
-        stack.start()
+    with local_stack(
+        start=24000,
+        prefix="arena-bench-stack-",
+        env={"LOG_LEVEL": "ERROR"},
+        redis_roles="shared",
+        max_requests=0,
+        **spec,
+    ) as stack:
         yield stack
-    finally:
-        stack.stop(quiet=True)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def rss_kib(pid: int) -> int:

@@ -23,27 +23,22 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
-from bench._load import UNLIMITED, served, wrk  # noqa: E402
+from bench._load import local_stack, served, wrk  # noqa: E402
 
-from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
 from django_arena_scale.stack.runner import (  # noqa: E402
     LocalStack,
-    StackOptions,
     free_port_range,
 )
 
@@ -57,33 +52,11 @@ ENDPOINTS = (
 
 @contextlib.contextmanager
 def generated_stack(replicas: int) -> Iterator[LocalStack]:
-    base = free_port_range(12, start=25000)
-    fields: dict[str, Any] = {
-        "target": "local",
-        "settings_module": "arena_project.settings",
-        "wsgi_app": "arena_project.wsgi:application",
-        "asgi_app": "arena_project.asgi:application",
-        "replicas": replicas,
-        "local_port": base,
-        "status_port": base + 1,
-        "local_redis_port": base + 2,
-        "local_base_port": base + 3,
-        **UNLIMITED,
-    }
-    state_dir = tempfile.mkdtemp(prefix="arena-bench-throughput-")
     env = {"ARENA_DEMO_USER": DEMO["username"], "ARENA_DEMO_PASSWORD": DEMO["password"]}
-    stack = LocalStack(
-        DeploymentSpec(**fields),
-        state_dir,
-        StackOptions(cwd=str(ROOT / "example_project"), env=env),
-        out=lambda line: None,
-    )
-    try:
-        stack.start()
+    with local_stack(
+        start=25000, prefix="arena-bench-throughput-", env=env, replicas=replicas
+    ) as stack:
         yield stack
-    finally:
-        stack.stop(quiet=True)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
