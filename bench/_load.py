@@ -130,8 +130,8 @@ def local_stack(
     """A ``LocalStack`` of the example project (local target, nginx's per-client limits lifted,
     ports from ``start``) in a temp state dir, started and stopped around the block; ``spec``
     overrides DeploymentSpec fields, ``options`` adds StackOptions fields."""
-    from django_arena_scale.deploy.spec import DeploymentSpec
-    from django_arena_scale.stack.runner import LocalStack, StackOptions, free_port_range
+    from django_arena_scale.deploy._spec import DeploymentSpec
+    from django_arena_scale.stack._runner import LocalStack, StackOptions, free_port_range
 
     base = free_port_range(12, start=start)
     fields: dict[str, Any] = {

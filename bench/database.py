@@ -36,8 +36,8 @@ os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example re
 from bench._load import local_stack, wrk  # noqa: E402
 from bench.throughput import DEMO, login  # noqa: E402
 
-from django_arena_scale.stack import postgres  # noqa: E402
-from django_arena_scale.stack.runner import LocalStack  # noqa: E402
+from django_arena_scale.stack import _postgres as postgres  # noqa: E402
+from django_arena_scale.stack._runner import LocalStack  # noqa: E402
 
 ENDPOINTS = (
     ("session + user", "/api/whoami/"),

@@ -52,7 +52,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from bench._load import served, wrk  # noqa: E402
 
-from django_arena_scale.stack.host import free_port_range  # noqa: E402
+from django_arena_scale.stack._host import free_port_range  # noqa: E402
 
 PATH = "/api/ping/"
 TOKEN = secrets.token_urlsafe(16)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src")]
 
 from django_arena_scale.deploy import render_all  # noqa: E402
-from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
+from django_arena_scale.deploy._spec import DeploymentSpec  # noqa: E402
 
 TARGET_SECONDS = 1.0
 

@@ -47,7 +47,7 @@ os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example re
 
 from bench._load import local_stack, wrk  # noqa: E402
 
-from django_arena_scale.stack.runner import (  # noqa: E402
+from django_arena_scale.stack._runner import (  # noqa: E402
     LocalStack,
     free_port_range,
     http_get,

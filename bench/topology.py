@@ -39,8 +39,8 @@ os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example re
 
 from bench._load import UNLIMITED, wrk  # noqa: E402
 
-from django_arena_scale.deploy.spec import DeploymentSpec  # noqa: E402
-from django_arena_scale.stack.runner import LocalStack, StackOptions, free_port_range  # noqa: E402
+from django_arena_scale.deploy._spec import DeploymentSpec  # noqa: E402
+from django_arena_scale.stack._runner import LocalStack, StackOptions, free_port_range  # noqa: E402
 
 TOPOLOGIES: dict[str, dict[str, Any]] = {
     "single": {"topology": "single", "replicas": 2, "workers": 1, "threads": 8},

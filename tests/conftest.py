@@ -52,10 +52,10 @@ def pgbouncer(pg_primary: PostgresServer) -> Iterator[PgBouncer]:
 @pytest.fixture(autouse=True)
 def _reset_probe_state() -> Iterator[None]:
     """Every test starts with a fresh process lifecycle and an empty check-runner cache."""
-    from django_arena_scale.health import fastconf
-    from django_arena_scale.health.builtin import close_clients
-    from django_arena_scale.health.service import reset_runner
-    from django_arena_scale.lifecycle.state import reset_lifecycle
+    from django_arena_scale.health import _fastconf as fastconf
+    from django_arena_scale.health._builtin import close_clients
+    from django_arena_scale.health._service import reset_runner
+    from django_arena_scale.lifecycle._state import reset_lifecycle
 
     fastconf.clear()
     reset_lifecycle()

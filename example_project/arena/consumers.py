@@ -22,7 +22,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from arena import panel
 from arena.views import replica_name
-from django_arena_scale.lifecycle.streams import DrainAwareConsumerMixin
+from django_arena_scale.lifecycle import DrainAwareConsumerMixin
 
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_MESSAGE = 2000

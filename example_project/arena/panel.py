@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 
-from django_arena_scale.lifecycle.state import get_lifecycle
+from django_arena_scale.lifecycle import get_lifecycle
 from django_arena_scale.resilience import breaker_status
 
 log = logging.getLogger(__name__)

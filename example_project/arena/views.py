@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from arena import llm, panel
 from arena.models import Message, Vote
-from django_arena_scale.lifecycle.streams import drain_aware_sse, drain_aware_sse_sync
+from django_arena_scale.lifecycle import drain_aware_sse, drain_aware_sse_sync
 
 HOSTNAME = socket.gethostname()
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from django_arena_scale import conf as arena_scale_conf
+from django_arena_scale import SETTINGS as ARENA_SCALE_SETTINGS
 from django_arena_scale.db import database_settings
 from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
 
@@ -55,7 +55,7 @@ def _arena_scale_from_env(name: str, raw: str) -> Any:
 
     A wrong value is passed on as given so that ``manage.py check`` reports it with a hint.
     """
-    types = arena_scale_conf.SETTINGS[name].types
+    types = ARENA_SCALE_SETTINGS[name].types
     try:
         if bool in types and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
             return raw.lower() in {"1", "true", "yes", "on"}
@@ -181,7 +181,7 @@ globals().update(redis_sessions(SESSION_REDIS_URL, caches=CACHES))
 CHANNEL_LAYERS = channel_layers(CHANNEL_REDIS_URL)
 
 # --- django-arena-scale -------------------------------------------------------------------------
-for _name in arena_scale_conf.SETTINGS:
+for _name in ARENA_SCALE_SETTINGS:
     _raw = env(f"ARENA_SCALE_{_name}")
     if _raw is not None:
         globals()[f"ARENA_SCALE_{_name}"] = _arena_scale_from_env(_name, _raw)

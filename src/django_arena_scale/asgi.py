@@ -62,7 +62,7 @@ would give it, read-only and without blocking the event loop:
   (its sync test adds one thread hop); a stream API client is better served by a 401 as above.
 
 ``SESSION_ENGINE`` is read when the router is built; where each engine does its I/O is in
-:mod:`django_arena_scale.streamauth`.
+:mod:`django_arena_scale._streamauth`.
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.utils.cache import patch_vary_headers
 from django.utils.module_loading import import_string
 
+from django_arena_scale._responses import close_without_signal
+from django_arena_scale._streamauth import AuthStreamRequest, read_only_store
 from django_arena_scale.metrics import method_label
-from django_arena_scale.responses import close_without_signal
-from django_arena_scale.streamauth import AuthStreamRequest, read_only_store
 
 if TYPE_CHECKING:
     from django.contrib.sessions.backends.base import SessionBase
@@ -122,7 +122,7 @@ def _metrics_recorder() -> Callable[[str, str, int, float], None] | None:
     """``record_request`` when MetricsMiddleware is installed and metrics are on, else None."""
     from django.conf import settings
 
-    from django_arena_scale.health import fastconf
+    from django_arena_scale.health import _fastconf as fastconf
 
     if METRICS_MIDDLEWARE not in settings.MIDDLEWARE or not fastconf.get("METRICS"):
         return None

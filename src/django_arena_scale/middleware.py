@@ -31,7 +31,7 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.log import log_response
 
-from django_arena_scale.health import service
+from django_arena_scale.health import _service as service
 
 GetResponse = Callable[[HttpRequest], Any]
 logger = logging.getLogger("django_arena_scale.health")
@@ -53,7 +53,7 @@ class ProbeMiddleware:
     async_capable = True
 
     def __init__(self, get_response: GetResponse) -> None:
-        from django_arena_scale.lifecycle.warmup import start_warmups_or_log
+        from django_arena_scale.lifecycle._warmup import start_warmups_or_log
 
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)

@@ -85,7 +85,7 @@ class RequestIDMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        from django_arena_scale.health import fastconf
+        from django_arena_scale.health import _fastconf as fastconf
 
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)

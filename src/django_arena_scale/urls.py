@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, re_path
 
-from django_arena_scale import views
+from django_arena_scale import _views as views
 
 app_name = "arena_scale"
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from django_arena_scale.stack import control
+from django_arena_scale.stack import _control as control
 from tests.e2e.helpers import (
     EXAMPLE,
     get_json,

@@ -35,8 +35,9 @@ from typing import Any
 import pytest
 
 import django_arena_scale
-from django_arena_scale.deploy import render_all, script
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import _script as script
+from django_arena_scale.deploy import render_all
+from django_arena_scale.deploy._spec import DeploymentSpec
 from tests.e2e.helpers import (
     EXAMPLE,
     KeepAliveLoad,
@@ -100,7 +101,7 @@ def alive(pid):
 
 def control(action, target):
     sys.path.insert(0, os.environ["LIVE_SRC"])
-    from django_arena_scale.stack import control as c
+    from django_arena_scale.stack import _control as c
     answer = c.send(state_dir, action, target, timeout=120)
     if not answer["ok"]:
         sys.exit(answer["message"])

@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from django_arena_scale.deploy.capacity import db_budget
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy._capacity import db_budget
+from django_arena_scale.deploy._spec import DeploymentSpec
 from tests.example_app import ExampleServer, example_env, migrate
 from tests.pg import PgBouncer, PostgresServer, connect
 

@@ -25,8 +25,8 @@ from django.http import HttpRequest, JsonResponse
 from django.test import AsyncClient, Client
 from django.urls import path
 
-from django_arena_scale.health.builtin import memory_status, redis_checks
-from django_arena_scale.health.runner import Runner
+from django_arena_scale.health._builtin import memory_status, redis_checks
+from django_arena_scale.health._runner import Runner
 from tests.example_app import DEMO_PASSWORD, DEMO_USER, ExampleServer, example_env, migrate
 from tests.servers import RedisServer
 

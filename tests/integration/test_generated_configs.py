@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_arena_scale.deploy import render_all
-from django_arena_scale.deploy.crosscheck import problems
-from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
+from django_arena_scale.deploy._crosscheck import problems
+from django_arena_scale.deploy._spec import DeploymentSpec, SpecError
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from django_arena_scale.deploy import render_all
-from django_arena_scale.deploy.spec import DeploymentSpec
-from django_arena_scale.stack.runner import free_port_range
+from django_arena_scale.deploy._spec import DeploymentSpec
+from django_arena_scale.stack._runner import free_port_range
 from tests.servers import wait_for_port
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from django_arena_scale.health.builtin import redis_checks
-from django_arena_scale.health.runner import Runner
+from django_arena_scale.health._builtin import redis_checks
+from django_arena_scale.health._runner import Runner
 from tests.servers import RedisServer, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -150,7 +150,7 @@ def test_channel_layer_round_trip_check(settings: Any, fresh_redis: RedisServer)
     """The opt-in channel-layer check sends and receives one message through Redis."""
     from channels.layers import channel_layers
 
-    from django_arena_scale.health.builtin import channel_checks, close_channel_layer
+    from django_arena_scale.health._builtin import channel_checks, close_channel_layer
 
     settings.ARENA_SCALE_CHANNEL_LAYER_CHECK = True
     settings.CHANNEL_LAYERS = {

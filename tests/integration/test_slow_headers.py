@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from django_arena_scale.deploy import k8s
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy._spec import DeploymentSpec
 from tests.example_app import EXAMPLE_DIR, example_env, migrate
 from tests.servers import _started, free_port, wait_for_port
 

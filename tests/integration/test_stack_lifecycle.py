@@ -87,7 +87,7 @@ def test_run_lb_stack_action_without_stack_fails(tmp_path: Path) -> None:
 
 def test_run_lb_stack_action_unknown_replica_names_it(tmp_path: Path) -> None:
     """The running stack answers an unknown target with the valid names (answered by file)."""
-    from django_arena_scale.stack import control
+    from django_arena_scale.stack import _control as control
 
     (tmp_path / "stack.json").write_text("{}")
     directory = control.control_dir(tmp_path)

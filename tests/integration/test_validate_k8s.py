@@ -19,8 +19,9 @@ import yaml
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
-from django_arena_scale.deploy import k8s, render_all
-from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
+from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy import render_all
+from django_arena_scale.deploy._spec import DeploymentSpec, SpecError
 from tests.integration.test_generated_configs import materialize, specs
 
 pytestmark = pytest.mark.integration

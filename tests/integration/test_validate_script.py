@@ -26,9 +26,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 
-from django_arena_scale.deploy import render_all, script
-from django_arena_scale.deploy.compose import COMPOSE_FILE
-from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
+from django_arena_scale.deploy import _script as script
+from django_arena_scale.deploy import render_all
+from django_arena_scale.deploy._compose import COMPOSE_FILE
+from django_arena_scale.deploy._spec import DeploymentSpec, SpecError
 from tests.integration.test_generated_configs import (
     NGINX,
     hosts_file,

@@ -12,8 +12,8 @@ from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from django_arena_scale.asgi import INLINE_SAFE_MIDDLEWARE, StreamRouter
-from django_arena_scale.lifecycle import streams
-from django_arena_scale.lifecycle.state import Lifecycle, reset_lifecycle
+from django_arena_scale.lifecycle import _streams as streams
+from django_arena_scale.lifecycle._state import Lifecycle, reset_lifecycle
 
 XFRAME = "django.middleware.clickjacking.XFrameOptionsMiddleware"
 SECURITY = "django.middleware.security.SecurityMiddleware"

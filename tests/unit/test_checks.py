@@ -18,8 +18,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from django_arena_scale import checks
+from django_arena_scale._conf import SETTINGS
 from django_arena_scale.checks import safe
-from django_arena_scale.conf import SETTINGS
 from django_arena_scale.health import register_check, unregister_check
 from django_arena_scale.redis import channel_layers, redis_cache, redis_sessions
 
@@ -53,7 +53,7 @@ def run_ours(*, deploy: bool = True) -> list[CheckMessage]:
 def test_checks_every_id_is_tested() -> None:
     """Each id the check modules define is asserted by some unit test."""
     package = Path(checks.__file__).parent
-    sources = [*package.glob("*.py"), package.parent / "deploy" / "checks.py"]
+    sources = [*package.glob("*.py"), package.parent / "deploy" / "_checks.py"]
     pattern = r'id="(django_arena_scale\.[EW]\d{3})"'
     defined = {i for path in sources for i in re.findall(pattern, path.read_text("utf-8"))}
     tests = "".join(
@@ -197,7 +197,7 @@ def test_check_w002_unknown_name_without_close_match() -> None:
     """An unknown name with no close match points at the registry instead."""
     messages = checks.check_unknown_settings()
     assert ids(messages) == ["django_arena_scale.W002"]
-    assert "django_arena_scale.conf.SETTINGS" in (messages[0].hint or "")
+    assert "django_arena_scale._conf.SETTINGS" in (messages[0].hint or "")
 
 
 @override_settings(ARENA_SCALE_READY_DEADLINE=0.5)

@@ -15,9 +15,10 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_arena_scale import checks
-from django_arena_scale.deploy import RENDERERS, k8s
-from django_arena_scale.deploy import checks as deploy_checks
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import RENDERERS
+from django_arena_scale.deploy import _checks as deploy_checks
+from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy._spec import DeploymentSpec
 
 DEFAULT_SPEC = DeploymentSpec()
 COMPOSE_DRAIN_FILE = DEFAULT_SPEC.app_environment["ARENA_SCALE_DRAIN_FILE"]
@@ -354,14 +355,14 @@ def test_checks_deploy_checks_read_the_spec_not_the_renderers() -> None:
                 imported |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
             elif isinstance(node, ast.Import):
                 imported |= {a.name for a in node.names}
-    assert "django_arena_scale.deploy.spec" in imported
+    assert "django_arena_scale.deploy._spec" in imported
     assert sorted(imported & renderers) == []
 
 
 def test_checks_deploy_checks_importable_first() -> None:
-    """Importing django_arena_scale.deploy.checks before the package registers all the checks."""
+    """Importing django_arena_scale.deploy._checks before the package registers all the checks."""
     code = (
-        "import django_arena_scale.deploy.checks\n"
+        "import django_arena_scale.deploy._checks\n"
         "import django\n"
         "django.setup()\n"
         "from django.core.checks import run_checks\n"

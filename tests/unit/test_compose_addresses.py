@@ -8,8 +8,10 @@ import ipaddress
 import pytest
 import yaml
 
-from django_arena_scale.deploy import compose, crosscheck, render_all
-from django_arena_scale.deploy.spec import MAX_REPLICAS, DeploymentSpec, SpecError
+from django_arena_scale.deploy import _compose as compose
+from django_arena_scale.deploy import _crosscheck as crosscheck
+from django_arena_scale.deploy import render_all
+from django_arena_scale.deploy._spec import MAX_REPLICAS, DeploymentSpec, SpecError
 
 SPECS = {
     "default": DeploymentSpec(),

@@ -1,4 +1,4 @@
-"""``django_arena_scale.conf``: each setting declared once, everything else derived from it."""
+"""``django_arena_scale._conf``: each setting declared once, everything else derived from it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from django_arena_scale.conf import PREFIX, SETTINGS, ArenaScaleSettings, Setting, conf
-from django_arena_scale.health import fastconf
+from django_arena_scale._conf import PREFIX, SETTINGS, ArenaScaleSettings, Setting, conf
+from django_arena_scale.health import _fastconf as fastconf
 
 # The bounds the range check (E031) has always applied: (lowest value, inclusive).
 EXPECTED_BOUNDS = {

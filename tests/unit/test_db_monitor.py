@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from django_arena_scale.db.monitor import ReplicaMonitor
+from django_arena_scale.db._monitor import ReplicaMonitor
 
 PARAMS = {"max_lag": 5.0, "interval": 1.0, "timeout": 0.2}
 

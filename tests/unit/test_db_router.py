@@ -20,8 +20,9 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory, override_settings
 
-from django_arena_scale.db import ReadYourWritesMiddleware, ReplicaRouter, router, use_primary
-from django_arena_scale.db.monitor import ReplicaMonitor
+from django_arena_scale.db import ReadYourWritesMiddleware, ReplicaRouter, use_primary
+from django_arena_scale.db import _router as router
+from django_arena_scale.db._monitor import ReplicaMonitor
 
 REPLICAS = ["replica_1"]
 router_ = ReplicaRouter()

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from django_arena_scale.deploy import render_all
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy._spec import DeploymentSpec
 from django_arena_scale.management.commands.generate_lb_config import Command
 
 ROOT = Path(__file__).resolve().parents[2]

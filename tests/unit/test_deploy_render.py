@@ -8,9 +8,13 @@ from typing import Any
 import pytest
 import yaml
 
-from django_arena_scale.deploy import compose, local, nginx, render_all, server
-from django_arena_scale.deploy.capacity import report
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import _compose as compose
+from django_arena_scale.deploy import _local as local
+from django_arena_scale.deploy import _nginx as nginx
+from django_arena_scale.deploy import _server as server
+from django_arena_scale.deploy import render_all
+from django_arena_scale.deploy._capacity import report
+from django_arena_scale.deploy._spec import DeploymentSpec
 
 
 def directives(text: str) -> list[str]:

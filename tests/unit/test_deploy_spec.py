@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
+from django_arena_scale.deploy._spec import DeploymentSpec, SpecError
 
 
 def test_spec_defaults_reproduce_reference_design() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from django_arena_scale.deploy import writer
-from django_arena_scale.deploy.writer import WriteError, check, plan, write
+from django_arena_scale.deploy import _writer as writer
+from django_arena_scale.deploy._writer import WriteError, check, plan, write
 
 FILES = {"a.txt": "A\n", "sub/b.txt": "B\n", "sub/deeper/c.txt": "C\n"}
 

@@ -10,7 +10,7 @@ import importlib
 import re
 from pathlib import Path
 
-from django_arena_scale.conf import SETTINGS
+from django_arena_scale._conf import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURE = ROOT / "docs" / "architecture.md"

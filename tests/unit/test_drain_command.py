@@ -89,7 +89,7 @@ def test_drain_on_missing_directory_names_it(tmp_path: Path) -> None:
 
 def test_drain_file_makes_lifecycle_drain(tmp_path: Path) -> None:
     """A lifecycle watching the file sees ``drain on`` at once and ``drain off`` too."""
-    from django_arena_scale.lifecycle.state import Lifecycle, State
+    from django_arena_scale.lifecycle._state import Lifecycle, State
 
     path = str(tmp_path / "drain")
     lc = Lifecycle(drain_file=path)

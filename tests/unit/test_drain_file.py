@@ -1,4 +1,4 @@
-"""The drain file has one owner, ``django_arena_scale.lifecycle.drain``.
+"""The drain file has one owner, ``django_arena_scale.lifecycle._drain``.
 
 Finding its path, testing for it, writing and removing it happen there; the lifecycle, the
 gunicorn master, ``manage.py drain`` and the local stack call it.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from django_arena_scale.lifecycle import drain
+from django_arena_scale.lifecycle import _drain as drain
 
 SRC = Path(drain.__file__).resolve().parents[1]
 
@@ -27,9 +27,9 @@ DIRECT = re.compile(
 )
 #: Files allowed to read the setting directly, and why.
 ALLOWED = {
-    "lifecycle/drain.py": "the owner",
+    "lifecycle/_drain.py": "the owner",
     # W053 compares the setting's value with the paths the generated configs set.
-    "deploy/checks.py": "a system check about the setting itself",
+    "deploy/_checks.py": "a system check about the setting itself",
 }
 
 
@@ -76,7 +76,7 @@ def test_drain_file_is_reached_only_through_its_owner() -> None:
                 offenders.append(f"{relative}:{number}: {line.strip()}")
     assert offenders == []
     # The pattern finds what it is meant to find (so the test can fail).
-    owner = (SRC / "lifecycle" / "drain.py").read_text("utf-8")
+    owner = (SRC / "lifecycle" / "_drain.py").read_text("utf-8")
     assert DIRECT.search(owner)
     assert DIRECT.search('replica.drain_file.write_text("x")')
     assert DIRECT.search('env["ARENA_SCALE_DRAIN_FILE"] = path')

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from django_arena_scale._redact import redact, redact_all
 from django_arena_scale.health import (
     Check,
     Reason,
@@ -17,20 +18,19 @@ from django_arena_scale.health import (
     register_check,
     unregister_check,
 )
-from django_arena_scale.health.access import (
+from django_arena_scale.health._access import (
     bearer_token_matches,
     client_address,
     invalid_networks,
     parse_ip,
 )
-from django_arena_scale.health.builtin import (
+from django_arena_scale.health._builtin import (
     database_checks,
     redis_checks,
     redis_key,
     redis_usages,
 )
-from django_arena_scale.health.redact import redact, redact_all
-from django_arena_scale.health.runner import Runner
+from django_arena_scale.health._runner import Runner
 
 MODULE_CHECK = Check("module-check", lambda: None, tags={"custom"})
 
@@ -353,7 +353,7 @@ def test_runner_report_status_enum() -> None:
 
 def test_custom_checks_blank_entry_gets_a_name(settings: Any) -> None:
     """A blank ARENA_SCALE_CHECKS entry becomes a named failing check, not a crash."""
-    from django_arena_scale.health.registry import custom_checks
+    from django_arena_scale.health._registry import custom_checks
 
     settings.ARENA_SCALE_CHECKS = ["", "  "]
     names = [check.name for check in custom_checks()]

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from django_arena_scale.health.model import Check, Reason, Status, Unavailable
-from django_arena_scale.health.runner import Runner
+from django_arena_scale.health._model import Check, Reason, Status, Unavailable
+from django_arena_scale.health._runner import Runner
 
 SECRET = "password=hunter2 at postgres://admin:s3cr3t@db.internal:5432/prod"
 
@@ -509,7 +509,7 @@ def test_shape_coroutine_returning_coroutine_fails_and_is_closed() -> None:
 
 def test_classify_unawaited_coroutine_fails_and_is_closed() -> None:
     """classify() given a coroutine fails it as error and closes it (no 'never awaited')."""
-    from django_arena_scale.health.runner import classify
+    from django_arena_scale.health._runner import classify
 
     async def check() -> None:
         return None

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from django_arena_scale import lifecycle as lifecycle_api
-from django_arena_scale.lifecycle.state import (
+from django_arena_scale.lifecycle._state import (
     Lifecycle,
     State,
     get_lifecycle,
@@ -19,7 +19,7 @@ from django_arena_scale.lifecycle.state import (
     reset_lifecycle,
     unregister_warmup,
 )
-from django_arena_scale.lifecycle.warmup import configured_warmups, start_warmups
+from django_arena_scale.lifecycle._warmup import configured_warmups, start_warmups
 
 
 def test_lifecycle_starts_in_starting() -> None:

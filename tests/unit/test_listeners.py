@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from django_arena_scale.lifecycle.listeners import (
+from django_arena_scale.lifecycle._listeners import (
     HANDSHAKE_GRACE,
     master_holds,
     refuse_handshakes,

@@ -15,7 +15,7 @@ from django.test import Client, RequestFactory
 from django.urls import path, re_path
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_arena_scale.health.model import Check
+from django_arena_scale.health._model import Check
 from django_arena_scale.metrics import (
     MetricsMiddleware,
     mark_worker_dead,
@@ -230,7 +230,7 @@ def test_metrics_post_is_405(client: Client) -> None:
 
 # --- readiness and LLM metrics -----------------------------------------------------------------
 def test_readiness_checks_are_counted(client: Client, settings: Any) -> None:
-    from django_arena_scale.health.service import reset_runner
+    from django_arena_scale.health._service import reset_runner
 
     def broken() -> None:
         raise OSError("down")

@@ -27,7 +27,7 @@ CAPPED_AT_NEXT_MAJOR = ["pybreaker", "tenacity", "pyyaml"]
 # itself, the settings registry, the settings helpers a settings.py imports, and the pure cores.
 IMPORTABLE_WITHOUT_SETTINGS = [
     "django_arena_scale",
-    "django_arena_scale.conf",
+    "django_arena_scale._conf",
     "django_arena_scale.redis",
     "django_arena_scale.lifecycle",
     "django_arena_scale.resilience",

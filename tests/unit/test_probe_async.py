@@ -12,9 +12,9 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpResponse
 from django.test import AsyncClient, AsyncRequestFactory
 
-from django_arena_scale.health.model import Check, Unavailable
-from django_arena_scale.health.service import get_runner
-from django_arena_scale.lifecycle.state import get_lifecycle
+from django_arena_scale.health._model import Check, Unavailable
+from django_arena_scale.health._service import get_runner
+from django_arena_scale.lifecycle._state import get_lifecycle
 from django_arena_scale.middleware import ProbeMiddleware
 
 
@@ -137,7 +137,7 @@ async def test_probe_async_single_flight_100_requests(settings: Any) -> None:
 
 async def test_probe_async_internal_failure_is_bare_503(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected failure in the async path is a bare JSON 503."""
-    from django_arena_scale.health import service
+    from django_arena_scale.health import _service as service
 
     async def boom(request: Any) -> Any:
         raise RuntimeError("secret")

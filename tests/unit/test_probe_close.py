@@ -13,8 +13,8 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished
 from django.test import RequestFactory
 
-from django_arena_scale.health import service
-from django_arena_scale.lifecycle.state import Lifecycle, reset_lifecycle
+from django_arena_scale.health import _service as service
+from django_arena_scale.lifecycle._state import Lifecycle, reset_lifecycle
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, RequestFactory
 from django.urls import include, path
 
-from django_arena_scale.health.model import Check, Unavailable
-from django_arena_scale.health.service import get_runner
-from django_arena_scale.lifecycle.state import Lifecycle, get_lifecycle, reset_lifecycle
+from django_arena_scale.health._model import Check, Unavailable
+from django_arena_scale.health._service import get_runner
+from django_arena_scale.lifecycle._state import Lifecycle, get_lifecycle, reset_lifecycle
 from django_arena_scale.middleware import ProbeMiddleware
 
 SECRET = "password=hunter2 redis://:s3cr3t-token@10.0.0.5:6379/0"
@@ -453,7 +453,7 @@ def test_ready_internal_failure_is_bare_503(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever breaks inside the probe, the answer is a bare JSON 503, never a traceback."""
-    from django_arena_scale.health import service
+    from django_arena_scale.health import _service as service
 
     monkeypatch.setattr(service, "_ready_precheck", _raise(RuntimeError(SECRET)))
     response = client.get("/ready/")

@@ -11,11 +11,11 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from django_arena_scale import __version__
-from django_arena_scale.health.model import Check, Status, Unavailable
-from django_arena_scale.lifecycle.state import get_lifecycle
+from django_arena_scale.health._model import Check, Status, Unavailable
+from django_arena_scale.lifecycle._state import get_lifecycle
 
 TOKEN = "s3cret-status-token"
-BREAKERS = "django_arena_scale.resilience.status.breaker_status"
+BREAKERS = "django_arena_scale.resilience._status.breaker_status"
 
 
 @pytest.fixture(autouse=True)
@@ -281,7 +281,7 @@ def test_status_breaker_import_error_omits_section(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If the resilience module cannot be imported, the section is left out."""
-    monkeypatch.setitem(sys.modules, "django_arena_scale.resilience.status", None)
+    monkeypatch.setitem(sys.modules, "django_arena_scale.resilience._status", None)
     assert "breakers" not in _detailed(client)
 
 
@@ -289,7 +289,7 @@ def test_status_internal_failure_is_bare_503(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unexpected failure building /status/ is a bare JSON 503, never a traceback."""
-    from django_arena_scale.health import service
+    from django_arena_scale.health import _service as service
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("postgres://admin:pw@db/prod")

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from django_arena_scale.conf import SETTINGS, conf
+from django_arena_scale._conf import SETTINGS, conf
 from django_arena_scale.health import Scope, register_check, unregister_check
-from django_arena_scale.health.builtin import channel_layer_check, database_check, redis_checks
-from django_arena_scale.health.model import Check, CheckResult, Report, Status, Unavailable
-from django_arena_scale.health.runner import Runner
+from django_arena_scale.health._builtin import channel_layer_check, database_check, redis_checks
+from django_arena_scale.health._model import Check, CheckResult, Report, Status, Unavailable
+from django_arena_scale.health._runner import Runner
 
 TOKEN = "scope-status-token"
 
@@ -84,7 +84,7 @@ def test_register_check_scope() -> None:
 
     register_check(name="scoped", scope="shared")(probe)
     try:
-        from django_arena_scale.health.registry import registered_checks
+        from django_arena_scale.health._registry import registered_checks
 
         scopes = [c.scope for c in registered_checks() if c.name == "scoped"]
         with pytest.raises(ValueError, match="'scoped2'"):
@@ -229,7 +229,7 @@ def test_ready_builtin_database_down_stays_ready(
     ready = _ready(client)
     _, status = _status(client)
     settings.ARENA_SCALE_READY_INCLUDE_SHARED = True
-    from django_arena_scale.health.service import get_runner
+    from django_arena_scale.health._service import get_runner
 
     get_runner().clear()
     opted_in = _ready(client)

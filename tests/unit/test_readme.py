@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from django_arena_scale.conf import SETTINGS
+from django_arena_scale._conf import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -38,7 +38,7 @@ def test_readme_lists_every_setting() -> None:
 def _check_ids_in_code() -> list[str]:
     """Every django_arena_scale.E0NN / W0NN id the check modules define."""
     package = ROOT / "src/django_arena_scale"
-    files = [*sorted((package / "checks").glob("*.py")), package / "deploy/checks.py"]
+    files = [*sorted((package / "checks").glob("*.py")), package / "deploy/_checks.py"]
     pattern = r'id="django_arena_scale\.([EW]\d{3})"'
     return sorted({i for path in files for i in re.findall(pattern, path.read_text("utf-8"))})
 

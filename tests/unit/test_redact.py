@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from django_arena_scale import _redact
 from django_arena_scale._redact import MASK, looks_secret, redact, redact_all, redact_url
-from django_arena_scale.deploy import crosscheck, k8s
-from django_arena_scale.health import redact as health_redact
+from django_arena_scale.deploy import _crosscheck as crosscheck
+from django_arena_scale.deploy import _k8s as k8s
 from django_arena_scale.resilience._coordination import RedisCoordinator
 
 # --- every caller uses the same functions ---------------------------------------------------
@@ -21,13 +21,11 @@ from django_arena_scale.resilience._coordination import RedisCoordinator
 
 def test_every_caller_uses_the_one_implementation() -> None:
     import django_arena_scale.redis as redis_helpers
-    from django_arena_scale.health import service
+    from django_arena_scale.health import _service as service
     from django_arena_scale.resilience import _coordination as coordination
 
     assert redis_helpers.redact_url is _redact.redact_url
     assert coordination.redact_url is _redact.redact_url
-    assert health_redact.redact is _redact.redact
-    assert health_redact.redact_all is _redact.redact_all
     assert service.redact is _redact.redact
     assert service.redact_all is _redact.redact_all
     assert crosscheck.looks_secret is _redact.looks_secret

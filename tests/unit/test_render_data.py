@@ -9,9 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from django_arena_scale.deploy import compose, crosscheck, k8s, nginx, render_all, server
+from django_arena_scale.deploy import _compose as compose
+from django_arena_scale.deploy import _crosscheck as crosscheck
+from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy import _nginx as nginx
+from django_arena_scale.deploy import _server as server
+from django_arena_scale.deploy import render_all
+from django_arena_scale.deploy._spec import DeploymentSpec, UpstreamMember
 from django_arena_scale.deploy._yaml import MERGE, Anchored, Flow, dump_yaml, resolve_merge
-from django_arena_scale.deploy.spec import DeploymentSpec, UpstreamMember
 
 SPECS = {
     "default": DeploymentSpec(),

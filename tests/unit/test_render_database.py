@@ -7,8 +7,10 @@ import re
 
 import pytest
 
-from django_arena_scale.deploy import DeploymentSpec, compose, k8s, render_all
-from django_arena_scale.deploy.spec import SpecError
+from django_arena_scale.deploy import DeploymentSpec, render_all
+from django_arena_scale.deploy import _compose as compose
+from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy._spec import SpecError
 
 POOLED = DeploymentSpec(pgbouncer=True, postgres_read_replicas=2, replicas=3)
 

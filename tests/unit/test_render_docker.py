@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from django_arena_scale.deploy import docker, render_all, writer
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import _docker as docker
+from django_arena_scale.deploy import _writer as writer
+from django_arena_scale.deploy import render_all
+from django_arena_scale.deploy._spec import DeploymentSpec
 from tests.servers import free_port
 
 SPECS = {

@@ -11,8 +11,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from django_arena_scale.deploy import compose, k8s, server
-from django_arena_scale.deploy.spec import STOP_GRACE_MARGIN, DeploymentSpec
+from django_arena_scale.deploy import _compose as compose
+from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy import _server as server
+from django_arena_scale.deploy._spec import STOP_GRACE_MARGIN, DeploymentSpec
 
 SPECS = {
     "n1": DeploymentSpec(replicas=1),

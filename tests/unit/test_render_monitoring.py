@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from django_arena_scale.deploy import DeploymentSpec, crosscheck, monitoring, render_all
+from django_arena_scale.deploy import DeploymentSpec, render_all
+from django_arena_scale.deploy import _crosscheck as crosscheck
+from django_arena_scale.deploy import _monitoring as monitoring
 
 SPECS = {
     "default": DeploymentSpec(),

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from django_arena_scale.deploy import render_all
-from django_arena_scale.deploy.compose import PLACEHOLDER_HOST, SECRET_KEY_COMMAND
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy._compose import PLACEHOLDER_HOST, SECRET_KEY_COMMAND
+from django_arena_scale.deploy._spec import DeploymentSpec
 
 SPECS = {
     "defaults": DeploymentSpec(),
@@ -72,7 +72,7 @@ def test_env_example_allowed_hosts_follow_server_name(server_name: str, hosts: s
 
 
 def test_k8s_config_map_never_allows_every_host() -> None:
-    from django_arena_scale.deploy.k8s import config_map_env
+    from django_arena_scale.deploy._k8s import config_map_env
 
     for spec in SPECS.values():
         env = config_map_env(spec)

@@ -7,8 +7,11 @@ import re
 import pytest
 import yaml
 
-from django_arena_scale.deploy import compose, k8s, operations, script
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import _compose as compose
+from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy import _operations as operations
+from django_arena_scale.deploy import _script as script
+from django_arena_scale.deploy._spec import DeploymentSpec
 
 SPECS = {
     "n1": DeploymentSpec(replicas=1),

@@ -8,10 +8,11 @@ from types import ModuleType
 
 import pytest
 
-from django_arena_scale.conf import PREFIX, SETTINGS
-from django_arena_scale.deploy import Rendered, k8s, render_all
-from django_arena_scale.deploy.crosscheck import K8S_CONFIG_MAP, problems
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale._conf import PREFIX, SETTINGS
+from django_arena_scale.deploy import Rendered, render_all
+from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy._crosscheck import K8S_CONFIG_MAP, problems
+from django_arena_scale.deploy._spec import DeploymentSpec
 
 EXAMPLE_SETTINGS = Path(__file__).resolve().parents[2] / "example_project/arena_project/settings.py"
 MOVED = DeploymentSpec(probe_prefix="/-/", probe_timeout=3)
@@ -50,7 +51,7 @@ def test_render_config_map_carries_the_probe_settings() -> None:
 
 def test_render_local_stack_replicas_get_the_probe_settings(tmp_path: Path) -> None:
     """run_lb_stack's replicas get the spec's probe prefix and timeout in their environment."""
-    from django_arena_scale.stack.runner import LocalStack
+    from django_arena_scale.stack._runner import LocalStack
 
     spec = DeploymentSpec(target="local", probe_prefix="/-/", probe_timeout=3)
     env = LocalStack(spec, tmp_path).replica_env("web-1")

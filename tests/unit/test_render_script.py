@@ -8,8 +8,10 @@ import shlex
 import pytest
 import yaml
 
-from django_arena_scale.deploy import compose, nginx, script
-from django_arena_scale.deploy.spec import DeploymentSpec
+from django_arena_scale.deploy import _compose as compose
+from django_arena_scale.deploy import _nginx as nginx
+from django_arena_scale.deploy import _script as script
+from django_arena_scale.deploy._spec import DeploymentSpec
 
 SPECS = {
     "n1": DeploymentSpec(replicas=1),

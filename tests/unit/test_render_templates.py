@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from django_arena_scale.deploy import operations, script
+from django_arena_scale.deploy import _operations as operations
+from django_arena_scale.deploy import _script as script
+from django_arena_scale.deploy._spec import DeploymentSpec
 from django_arena_scale.deploy._templates import fill, read_template
-from django_arena_scale.deploy.spec import DeploymentSpec
 
 
 def test_fill_replaces_values_and_line_blocks() -> None:

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from django_arena_scale.resilience import BreakerEvent, GuardConfigError, llm_call
+from django_arena_scale.resilience._django import breaker_event
 from django_arena_scale.resilience._policy import RetryPolicy
 from django_arena_scale.resilience._registry import get_breaker
-from django_arena_scale.resilience.django import breaker_event
 from tests.llm_server import isolated_registry
 
 

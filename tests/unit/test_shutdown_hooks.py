@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from django_arena_scale.lifecycle import on_shutdown, shutdown_started
-from django_arena_scale.lifecycle.hooks import ShutdownHooks, get_hooks
+from django_arena_scale.lifecycle._hooks import ShutdownHooks, get_hooks
 
 
 def test_hooks_run_in_registration_order() -> None:

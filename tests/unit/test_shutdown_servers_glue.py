@@ -9,8 +9,8 @@ from types import FrameType
 import pytest
 
 from django_arena_scale.lifecycle import gunicorn as ghooks
-from django_arena_scale.lifecycle.hooks import get_hooks
-from django_arena_scale.lifecycle.state import Lifecycle, State, reset_lifecycle
+from django_arena_scale.lifecycle._hooks import get_hooks
+from django_arena_scale.lifecycle._state import Lifecycle, State, reset_lifecycle
 from django_arena_scale.lifecycle.uvicorn import graceful_shutdown_timeout, notify_interval
 
 
@@ -37,7 +37,7 @@ def test_gunicorn_hooks_module_exports_exactly_the_hooks_generated_configs_impor
     """The names a generated gunicorn.conf.py imports are the module's hooks, all callable."""
     import re
 
-    from django_arena_scale.deploy.server import HOOKS_IMPORT
+    from django_arena_scale.deploy._server import HOOKS_IMPORT
 
     imported = re.findall(r"^    (\w+),$", HOOKS_IMPORT, re.M)
     expected = [

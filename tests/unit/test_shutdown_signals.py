@@ -8,9 +8,9 @@ from types import FrameType
 
 import pytest
 
-from django_arena_scale.lifecycle import signals as lsignals
-from django_arena_scale.lifecycle.hooks import get_hooks
-from django_arena_scale.lifecycle.state import Lifecycle, State, reset_lifecycle
+from django_arena_scale.lifecycle import _signals as lsignals
+from django_arena_scale.lifecycle._hooks import get_hooks
+from django_arena_scale.lifecycle._state import Lifecycle, State, reset_lifecycle
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from django_arena_scale.lifecycle import streams
-from django_arena_scale.lifecycle.state import Lifecycle, reset_lifecycle
+from django_arena_scale.lifecycle import _streams as streams
+from django_arena_scale.lifecycle._state import Lifecycle, reset_lifecycle
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from django_arena_scale.deploy.spec import DeploymentSpec, SpecError, trusted_proxy_problem
+from django_arena_scale.deploy._spec import DeploymentSpec, SpecError, trusted_proxy_problem
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from django_arena_scale.deploy.spec import DeploymentSpec
-from django_arena_scale.stack import control, upstreams
-from django_arena_scale.stack.errors import StackError
-from django_arena_scale.stack.runner import (
+from django_arena_scale.deploy._spec import DeploymentSpec
+from django_arena_scale.stack import _control as control
+from django_arena_scale.stack import _upstreams as upstreams
+from django_arena_scale.stack._errors import StackError
+from django_arena_scale.stack._runner import (
     LocalStack,
     StackOptions,
     find_binary,

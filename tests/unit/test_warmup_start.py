@@ -1,4 +1,4 @@
-"""Starting the warm-ups has one owner, ``django_arena_scale.lifecycle.warmup``.
+"""Starting the warm-ups has one owner, ``django_arena_scale.lifecycle._warmup``.
 
 ``ProbeMiddleware`` (when Django builds the chain) and the first probe of a process that has
 not claimed them both call ``start_warmups_or_log()``: a failure to start is logged on the
@@ -16,13 +16,13 @@ import pytest
 from django.http import HttpResponse
 from django.test import RequestFactory
 
-from django_arena_scale.lifecycle import warmup
-from django_arena_scale.lifecycle.state import State, get_lifecycle
+from django_arena_scale.lifecycle import _warmup as warmup
+from django_arena_scale.lifecycle._state import State, get_lifecycle
 
 SRC = Path(warmup.__file__).resolve().parents[1]
 #: Modules that may call ``start_warmups(`` itself: the owner, the public re-export in
 #: ``lifecycle/__init__.py``, and the gunicorn worker hook (it lets a failure stop the boot).
-DIRECT_CALLERS = {"lifecycle/warmup.py", "lifecycle/__init__.py", "lifecycle/gunicorn.py"}
+DIRECT_CALLERS = {"lifecycle/_warmup.py", "lifecycle/__init__.py", "lifecycle/gunicorn.py"}
 
 
 def _fail(*args: Any, **kwargs: Any) -> bool:
@@ -71,4 +71,4 @@ def test_warmups_are_started_only_through_the_owner() -> None:
         and call.search(path.read_text("utf-8"))
     ]
     assert offenders == []
-    assert call.search((SRC / "lifecycle" / "warmup.py").read_text("utf-8"))
+    assert call.search((SRC / "lifecycle" / "_warmup.py").read_text("utf-8"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from django_arena_scale.deploy.writer import WriteError, plan, write
+from django_arena_scale.deploy._writer import WriteError, plan, write
 
 FILES = {"a.txt": "A\n", "sub/b.txt": "B\n", "sub/deeper/c.txt": "C\n"}
 

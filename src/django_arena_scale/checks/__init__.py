@@ -1,10 +1,10 @@
 """Django system checks of django-arena-scale (tag ``django_arena_scale``).
 
 README.md, "System checks", lists every id, when it runs and what it reports.  The checks live
-by concern: :mod:`.contract` (the settings contract, mostly on a plain ``manage.py check``),
-:mod:`.replicas` (running several replicas, ``check --deploy``), :mod:`.databases` (PgBouncer
+by concern: :mod:`._contract` (the settings contract, mostly on a plain ``manage.py check``),
+:mod:`._replicas` (running several replicas, ``check --deploy``), :mod:`._databases` (PgBouncer
 in transaction mode, read replicas) and
-:mod:`django_arena_scale.deploy.checks` (the deployment spec against the app's settings).  Each
+:mod:`django_arena_scale.deploy._checks` (the deployment spec against the app's settings).  Each
 module defines its messages at module level, named by id: a constant when the text is fixed, a
 function of the values it names otherwise.  No check raises: an unexpected error becomes W099.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from django_arena_scale.checks._base import TAG, Messages, declared_replicas, safe
-from django_arena_scale.checks.contract import (
+from django_arena_scale.checks._contract import (
     PROBE_MIDDLEWARE,
     SESSION_MIDDLEWARE,
     check_cache_ttl,
@@ -33,7 +33,7 @@ from django_arena_scale.checks.contract import (
     check_setting_types,
     check_unknown_settings,
 )
-from django_arena_scale.checks.databases import (
+from django_arena_scale.checks._databases import (
     check_database_aliases,
     check_pgbouncer_connection_reuse,
     check_pgbouncer_prepared_statements,
@@ -42,7 +42,7 @@ from django_arena_scale.checks.databases import (
     check_replica_router,
     pgbouncer_aliases,
 )
-from django_arena_scale.checks.replicas import (
+from django_arena_scale.checks._replicas import (
     FILE_SESSION_ENGINE,
     check_allowed_hosts_wildcard,
     check_channels_share_cache_redis,
@@ -58,7 +58,7 @@ from django_arena_scale.checks.replicas import (
 
 # Registers the deployment-spec checks.  Imported as a module, and its names looked up on
 # first use (below), because it imports ``checks._base`` itself: either may be imported first.
-from django_arena_scale.deploy import checks as _deploy_checks
+from django_arena_scale.deploy import _checks as _deploy_checks
 
 _DEPLOY_CHECKS = (
     "check_deploy_drain_file",

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Warning
 
 from django_arena_scale import redis as redis_helpers
-from django_arena_scale.conf import PREFIX, SETTINGS, conf
+from django_arena_scale._conf import PREFIX, SETTINGS, conf
 
 TAG = "django_arena_scale"
 HELPERS_HINT = "django_arena_scale.redis"
@@ -118,7 +118,7 @@ def _spec_default_replicas() -> int:
     try:
         import dataclasses
 
-        from django_arena_scale.deploy.spec import DeploymentSpec
+        from django_arena_scale.deploy._spec import DeploymentSpec
 
         default = {f.name: f.default for f in dataclasses.fields(DeploymentSpec)}["replicas"]
     except Exception:

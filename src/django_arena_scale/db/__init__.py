@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django_arena_scale.db.urls import (
+from django_arena_scale.db._urls import (
     PRIMARY,
     REPLICA_ENGINE,
     ROUTER,
@@ -24,7 +24,7 @@ from django_arena_scale.db.urls import (
 )
 
 if TYPE_CHECKING:
-    from django_arena_scale.db.router import (
+    from django_arena_scale.db._router import (
         ReadYourWritesMiddleware,
         ReplicaRouter,
         replica_health,
@@ -37,7 +37,7 @@ MIDDLEWARE = "django_arena_scale.db.ReadYourWritesMiddleware"
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from django_arena_scale.db import router
+        from django_arena_scale.db import _router as router
 
         return getattr(router, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

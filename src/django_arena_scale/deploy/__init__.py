@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
+from django_arena_scale.deploy._spec import DeploymentSpec, SpecError
 
 __all__ = ["RENDERERS", "DeploymentSpec", "Rendered", "SpecError", "render_all"]
 
@@ -29,19 +29,19 @@ __all__ = ["RENDERERS", "DeploymentSpec", "Rendered", "SpecError", "render_all"]
 #: have ``generate_lb_config`` render and write its files.
 RENDERERS: dict[str, tuple[str, ...]] = {
     "compose": (
-        "django_arena_scale.deploy.compose",  # docker-compose.yml, env.example
-        "django_arena_scale.deploy.nginx",  # nginx/nginx.conf + includes
-        "django_arena_scale.deploy.server",  # gunicorn.conf.py (+ uvicorn settings)
-        "django_arena_scale.deploy.script",  # deploy.sh
-        "django_arena_scale.deploy.k8s",  # k8s/*.yaml
-        "django_arena_scale.deploy.docker",  # Dockerfile, .dockerignore (kept if they exist)
-        "django_arena_scale.deploy.operations",  # OPERATIONS.md
-        "django_arena_scale.deploy.monitoring",  # monitoring/: Prometheus, alerts, Grafana
+        "django_arena_scale.deploy._compose",  # docker-compose.yml, env.example
+        "django_arena_scale.deploy._nginx",  # nginx/nginx.conf + includes
+        "django_arena_scale.deploy._server",  # gunicorn.conf.py (+ uvicorn settings)
+        "django_arena_scale.deploy._script",  # deploy.sh
+        "django_arena_scale.deploy._k8s",  # k8s/*.yaml
+        "django_arena_scale.deploy._docker",  # Dockerfile, .dockerignore (kept if they exist)
+        "django_arena_scale.deploy._operations",  # OPERATIONS.md
+        "django_arena_scale.deploy._monitoring",  # monitoring/: Prometheus, alerts, Grafana
     ),
     "local": (
-        "django_arena_scale.deploy.local",  # loopback nginx.conf + includes, logs/, tmp/
-        "django_arena_scale.deploy.server",
-        "django_arena_scale.deploy.monitoring",  # prometheus/: loopback scrape config, alerts
+        "django_arena_scale.deploy._local",  # loopback nginx.conf + includes, logs/, tmp/
+        "django_arena_scale.deploy._server",
+        "django_arena_scale.deploy._monitoring",  # prometheus/: loopback scrape config, alerts
     ),
 }
 

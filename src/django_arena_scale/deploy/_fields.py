@@ -1,4 +1,4 @@
-"""The fields of :class:`~django_arena_scale.deploy.spec.DeploymentSpec` and their validators.
+"""The fields of :class:`~django_arena_scale.deploy._spec.DeploymentSpec` and their validators.
 
 Each field is declared once, with its default, its CLI help and its rule (``metadata``:
 kind, range, choices, token); :func:`check_field` validates one value against that rule and

@@ -2,20 +2,23 @@
 
 The compose file name (the deploy script drives it), the container user (Dockerfile and pod
 security context), the Host header probes send (Dockerfile, deploy script, kubelet), the
-Kubernetes object names and the preStop drain (manifests and OPERATIONS.md).
+Kubernetes object names and metadata, and the preStop drain (manifests and OPERATIONS.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django_arena_scale.deploy.spec import MAX_REPLICAS, DeploymentSpec
+from django_arena_scale.deploy._spec import MAX_REPLICAS, DeploymentSpec
 
 __all__ = [
     "APP_UID",
     "COMPOSE_FILE",
+    "K8S_MANAGED_BY",
     "config_name",
     "host_header",
+    "k8s_labels",
+    "k8s_meta",
     "pgbouncer_environment",
     "pools",
     "prestop_command",
@@ -29,6 +32,20 @@ COMPOSE_FILE = "docker-compose.yml"
 PGBOUNCER_PORT = 6432
 #: The container user of the generated Dockerfile (and the pods' runAsUser).
 APP_UID = 10001
+#: The ``app.kubernetes.io/managed-by`` label of every Kubernetes object.
+K8S_MANAGED_BY = "django-arena-scale"
+
+
+def k8s_labels(spec: DeploymentSpec, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": spec.project,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def k8s_meta(spec: DeploymentSpec, name: str, component: str, **extra: Any) -> dict[str, Any]:
+    labels = {**k8s_labels(spec, component), "app.kubernetes.io/managed-by": K8S_MANAGED_BY}
+    return {"name": name, "namespace": spec.namespace, "labels": labels, **extra}
 
 
 def host_header(spec: DeploymentSpec) -> str:

@@ -1,6 +1,6 @@
 """Names, addresses and paths derived from the spec's fields (no numbers, no validation).
 
-:class:`SpecTopology` is the base of :class:`~django_arena_scale.deploy.spec.DeploymentSpec`
+:class:`SpecTopology` is the base of :class:`~django_arena_scale.deploy._spec.DeploymentSpec`
 that turns the fields into what the renderers write: service names per pool, the address and
 server command of each app service, the nginx upstream members, Redis per role, the database
 host, the app environment, the nginx include paths and the probe paths.  Pure Python.

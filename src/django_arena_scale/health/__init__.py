@@ -5,7 +5,7 @@ Importing this package never touches ``django.conf.settings``.
 
 from __future__ import annotations
 
-from django_arena_scale.health.model import (
+from django_arena_scale.health._model import (
     Check,
     CheckResult,
     Reason,
@@ -14,14 +14,14 @@ from django_arena_scale.health.model import (
     Status,
     Unavailable,
 )
-from django_arena_scale.health.registry import (
+from django_arena_scale.health._registry import (
     duplicate_check_names,
     get_checks,
     invalid_check_paths,
     register_check,
     unregister_check,
 )
-from django_arena_scale.health.runner import Runner
+from django_arena_scale.health._runner import Runner
 
 __all__ = [
     "Check",

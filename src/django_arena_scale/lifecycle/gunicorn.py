@@ -44,10 +44,10 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from django_arena_scale.lifecycle import drain
-from django_arena_scale.lifecycle.hooks import get_hooks, run_shutdown_hooks
-from django_arena_scale.lifecycle.listeners import HANDSHAKE_GRACE, master_holds, refuse_handshakes
-from django_arena_scale.lifecycle.state import State, get_lifecycle
+from django_arena_scale.lifecycle import _drain as drain
+from django_arena_scale.lifecycle._hooks import get_hooks, run_shutdown_hooks
+from django_arena_scale.lifecycle._listeners import HANDSHAKE_GRACE, master_holds, refuse_handshakes
+from django_arena_scale.lifecycle._state import State, get_lifecycle
 from django_arena_scale.metrics._process import (
     cleanup_multiprocess_dir,
     mark_worker_dead,
@@ -212,7 +212,7 @@ def stop_listening(worker: Any) -> int | None:
 
     Returns how many queued connections were accepted first, or None while the master still
     holds the sockets (try again on the next loop turn).  The steps and why are in
-    :mod:`django_arena_scale.lifecycle.listeners`.  Runs in the worker's main loop (the only
+    :mod:`django_arena_scale.lifecycle._listeners`.  Runs in the worker's main loop (the only
     thread that touches its poller).  Other worker classes are left alone (the uvicorn worker
     stops listening in its server, ``lifecycle.uvicorn``).
     """
@@ -327,7 +327,7 @@ def _drain_on_sigterm(worker: Any) -> None:
 def _start_warmups() -> None:
     """Start ``ARENA_SCALE_WARMUPS`` (the replica turns READY when they ran, or at once)."""
     try:
-        from django_arena_scale.lifecycle.warmup import start_warmups
+        from django_arena_scale.lifecycle._warmup import start_warmups
     except ImportError:  # an install without the probes module: nothing to wait for
         get_lifecycle().mark_ready()
         return

@@ -29,8 +29,8 @@ from typing import Any
 
 from uvicorn.server import Server
 
-from django_arena_scale.lifecycle.listeners import HANDSHAKE_GRACE, master_holds, refuse_handshakes
-from django_arena_scale.lifecycle.state import State, get_lifecycle
+from django_arena_scale.lifecycle._listeners import HANDSHAKE_GRACE, master_holds, refuse_handshakes
+from django_arena_scale.lifecycle._state import State, get_lifecycle
 
 try:
     from uvicorn_worker import UvicornWorker as _BaseWorker
@@ -147,7 +147,7 @@ class DrainingServer(Server):
         Waits (returns, to be called again on the next tick) while the gunicorn master still
         holds the sockets, so that this worker accepts until the master closed its copy; then
         stops new handshakes, serves what the kernel already queued and closes them (the
-        steps and why: :mod:`django_arena_scale.lifecycle.listeners`).
+        steps and why: :mod:`django_arena_scale.lifecycle._listeners`).
         """
         servers = list(getattr(self, "servers", []))
         sockets = [sock for server in servers for sock in (server.sockets or ())]
@@ -278,7 +278,7 @@ class UvicornH11Worker(UvicornWorker):
 
 def _heartbeat_timeout() -> float:
     try:
-        from django_arena_scale.conf import conf
+        from django_arena_scale._conf import conf
 
         return conf.HEARTBEAT_TIMEOUT
     except Exception:  # settings not importable yet in the master: the documented default

@@ -89,7 +89,7 @@ class MetricsMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         from django.core.exceptions import MiddlewareNotUsed
 
-        from django_arena_scale.health import fastconf
+        from django_arena_scale.health import _fastconf as fastconf
 
         if not fastconf.get("METRICS"):
             raise MiddlewareNotUsed("ARENA_SCALE_METRICS is False")

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from django_arena_scale.metrics._process import multiprocess_dir
 
 if TYPE_CHECKING:
-    from django_arena_scale.health.model import Report
+    from django_arena_scale.health._model import Report
     from django_arena_scale.resilience._events import BreakerEvent
 
 logger = logging.getLogger("django_arena_scale.metrics")
@@ -163,7 +163,7 @@ def record_request(method: str, route: str, status: int, seconds: float) -> None
 
 def observe_report(report: Report) -> None:
     """Record a fresh readiness evaluation (health.runner's report observer)."""
-    from django_arena_scale.health.service import include_shared
+    from django_arena_scale.health._service import include_shared
 
     included = include_shared()
     for result in report.results:
@@ -222,7 +222,7 @@ class LifecycleCollector(Collector):
     """``arena_lifecycle_state{state}``: 1 for the answering process's state, 0 for the others."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from django_arena_scale.lifecycle.state import State, get_lifecycle
+        from django_arena_scale.lifecycle._state import State, get_lifecycle
 
         current = get_lifecycle().state
         family = GaugeMetricFamily(
@@ -275,7 +275,7 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from django_arena_scale.health.runner import add_report_observer
+        from django_arena_scale.health._runner import add_report_observer
         from django_arena_scale.resilience._events import ALL_KINDS, add_listener
 
         add_report_observer(observe_report)

@@ -32,13 +32,14 @@ Exceptions (all raised on purpose derive from ``django_arena_scale.ArenaScaleErr
 Provider errors that are not worth retrying (400, 401, 403, 404, 422, content errors) and
 unknown exceptions propagate unchanged; cancellation propagates and counts as neutral.
 
-The names exported here are the public API.  Besides them: the Django adapter
-``django_arena_scale.resilience.django`` (its ``breaker_event`` signal carries every
-:class:`BreakerEvent`) and ``django_arena_scale.resilience.status`` (the ``/status/`` section).
-The other modules are private.
+The names exported here are the public API, ``breaker_event`` included (the Django signal that
+carries every :class:`BreakerEvent`; loaded on first use, so importing this package imports
+no Django).  The modules inside are private.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from django_arena_scale.resilience._classify import (
     Classifier,
@@ -69,7 +70,19 @@ from django_arena_scale.resilience._events import BreakerEvent, add_listener, re
 from django_arena_scale.resilience._guard import LLMGuard, llm_call
 from django_arena_scale.resilience._policy import llm_test_mode, set_testing
 from django_arena_scale.resilience._registry import configure, reset
-from django_arena_scale.resilience.status import breaker_status
+from django_arena_scale.resilience._status import breaker_status
+
+if TYPE_CHECKING:
+    from django_arena_scale.resilience._django import breaker_event
+
+
+def __getattr__(name: str) -> Any:
+    if name == "breaker_event":
+        from django_arena_scale.resilience import _django
+
+        return _django.breaker_event
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AttemptContext",
@@ -90,6 +103,7 @@ __all__ = [
     "Target",
     "Verdict",
     "add_listener",
+    "breaker_event",
     "breaker_status",
     "configure",
     "current_attempt",

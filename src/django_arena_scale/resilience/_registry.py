@@ -1,7 +1,7 @@
 """Process-wide breaker registry, provider options source and Redis coordinator.
 
 The core never imports Django.  When Django is already imported, the first use of the
-registry asks the thin adapter (:mod:`django_arena_scale.resilience.django`) to install a
+registry asks the thin adapter (:mod:`django_arena_scale.resilience._django`) to install a
 provider-options source (``ARENA_SCALE_LLM_PROVIDERS``) and the coordinator
 (``ARENA_SCALE_BREAKER_REDIS_URL``); without Django, call :func:`configure` yourself.
 """
@@ -45,7 +45,7 @@ class Registry:
             return
         self._adapter_checked = True
         if "django" in sys.modules:
-            adapter = importlib.import_module("django_arena_scale.resilience.django")
+            adapter = importlib.import_module("django_arena_scale.resilience._django")
             adapter.install(self)
 
     def provider_options(self, name: str) -> Mapping[str, Any]:

@@ -5,18 +5,25 @@ no per-process restart, readiness gate or ordered rolling restart; supervisord a
 daemons with their own configuration and control protocol, heavier than this package and
 still unaware of nginx's passive health and ``/ready/``.  What it does:
 
-* :mod:`.process` - one child in its own process group (so ``stop`` and ``kill`` reach the
+* :mod:`._process` - one child in its own process group (so ``stop`` and ``kill`` reach the
   gunicorn master and all its workers), graceful stop with a deadline, then SIGKILL;
-* :mod:`.upstreams` - nginx upstream ``down`` marks, when nginx's passive health skips a
+* :mod:`._upstreams` - nginx upstream ``down`` marks, when nginx's passive health skips a
   server (from its error log) and how many connections a replica still has;
-* :mod:`.control` - file-based requests to a running stack (kill, restart, rolling restart);
-* :mod:`.runner` - :class:`LocalStack`: Redis, replicas and nginx on 127.0.0.1, readiness,
+* :mod:`._control` - file-based requests to a running stack (kill, restart, rolling restart);
+* :mod:`._runner` - :class:`LocalStack`: Redis, replicas and nginx on 127.0.0.1, readiness,
   ``stack.json``, supervision, cleanup on every failure path;
-* :mod:`.rolling` - the replica actions (stop, start, restart, kill) and the rolling restart,
+* :mod:`._replicas` - what each replica runs (environment, gunicorn command line) and the
+  ``migrate`` and ``collectstatic`` run before the replicas start;
+* :mod:`._rolling` - the replica actions (stop, start, restart, kill) and the rolling restart,
   without nginx reloads;
-* :mod:`.admission` - whether nginx sends a replica traffic again, read from its logs;
-* :mod:`.redis_servers` - the stack's Redis servers, one per Redis service of the spec;
-* :mod:`.host` - binaries, free loopback ports, one GET.
+* :mod:`._admission` - whether nginx sends a replica traffic again, read from its logs;
+* :mod:`._redis_servers` - the stack's Redis servers, one per Redis service of the spec;
+* :mod:`._host` - binaries, free loopback ports, one GET;
+* :mod:`._postgres` - PostgreSQL and PgBouncer servers on loopback (the test fixtures use
+  them too), and :mod:`._database_tier` - the stack's database tier built from them.
+
+Every module is private: ``manage.py run_lb_stack`` is the interface; the benchmarks and
+tests import the modules directly.
 
 The rolling-restart sequence, and why it needs no nginx reload: docs/architecture.md, sections
 "Local stack and rolling restart" and "A draining replica stops listening".
@@ -24,6 +31,6 @@ The rolling-restart sequence, and why it needs no nginx reload: docs/architectur
 
 from __future__ import annotations
 
-from django_arena_scale.stack.errors import StackError
+from django_arena_scale.stack._errors import StackError
 
 __all__ = ["StackError"]

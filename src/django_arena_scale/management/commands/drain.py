@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_arena_scale.lifecycle import drain
+from django_arena_scale.lifecycle import _drain as drain
 
 
 class Command(BaseCommand):

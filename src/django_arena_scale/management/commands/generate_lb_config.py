@@ -24,12 +24,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_arena_scale.conf import conf
+from django_arena_scale._conf import conf
 from django_arena_scale.deploy import render_all
-from django_arena_scale.deploy.capacity import report
-from django_arena_scale.deploy.crosscheck import problems
-from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
-from django_arena_scale.deploy.writer import WriteError, check_output, plan, write
+from django_arena_scale.deploy._capacity import report
+from django_arena_scale.deploy._crosscheck import problems
+from django_arena_scale.deploy._spec import DeploymentSpec, SpecError
+from django_arena_scale.deploy._writer import WriteError, check_output, plan, write
 
 _COMMAND_OPTIONS = ("output", "check", "dry_run", "force")
 

@@ -6,7 +6,7 @@ scrapes every replica.  SIGHUP: rolling restart.  SIGINT/SIGTERM: stop
 everything gracefully.  ``--action kill --target web-2`` (and restart, stop, start,
 rolling-restart, stop-redis, start-redis, kill-db, start-db) acts on a stack already running
 in ``DIR``.  ``--postgres [--pgbouncer] [--read-replicas K]`` adds the database tier
-(:mod:`django_arena_scale.stack.postgres`).
+(:mod:`django_arena_scale.stack._postgres`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from django_arena_scale.conf import conf
-from django_arena_scale.deploy.spec import DeploymentSpec, SpecError
-from django_arena_scale.stack import control
-from django_arena_scale.stack.errors import StackError
-from django_arena_scale.stack.runner import (
+from django_arena_scale._conf import conf
+from django_arena_scale.deploy._spec import DeploymentSpec, SpecError
+from django_arena_scale.stack import _control as control
+from django_arena_scale.stack._errors import StackError
+from django_arena_scale.stack._runner import (
     LocalStack,
     StackOptions,
     free_port_range,

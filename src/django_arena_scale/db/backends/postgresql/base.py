@@ -29,7 +29,7 @@ from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 
 def _unreachable(alias: str) -> None:
-    from django_arena_scale.db.router import replica_unreachable
+    from django_arena_scale.db._router import replica_unreachable
 
     replica_unreachable(alias)
 
