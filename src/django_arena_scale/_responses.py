@@ -3,7 +3,7 @@
 ``HttpResponseBase.close()`` runs the response's resource closers, marks it closed and sends
 ``request_finished``.  Two places in this package must do the first two without the third:
 the stream fast path (``asgi.StreamRouter``, which sends neither request signal) and the idle
-probes (``health.service.IdleProbeResponse``, when the signal would only run Django's own
+probes (``health._service.IdleProbeResponse``, when the signal would only run Django's own
 no-op cleanup).
 """
 

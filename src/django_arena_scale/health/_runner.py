@@ -148,7 +148,7 @@ def call_check(check: Check, budget: float) -> Any:
 
 
 class Runner:
-    """Runs checks; one instance per process (see ``health.service.get_runner``)."""
+    """Runs checks; one instance per process (see ``health._service.get_runner``)."""
 
     def __init__(
         self,

@@ -289,7 +289,7 @@ def _iso(epoch: float) -> str:
 
 
 def breaker_section() -> dict[str, dict[str, Any]] | None:
-    """Circuit breaker states from ``resilience.status``; None if unavailable (logged)."""
+    """Circuit breaker states from ``resilience._status``; None if unavailable (logged)."""
     try:
         from django_arena_scale.resilience._status import breaker_status
     except ImportError:

@@ -162,7 +162,7 @@ def record_request(method: str, route: str, status: int, seconds: float) -> None
 
 
 def observe_report(report: Report) -> None:
-    """Record a fresh readiness evaluation (health.runner's report observer)."""
+    """Record a fresh readiness evaluation (health._runner's report observer)."""
     from django_arena_scale.health._service import include_shared
 
     included = include_shared()

@@ -167,7 +167,7 @@ class ReplicaCommands:
             if name in spec.stream_names:
                 argv += ["--workers", str(spec.stream_workers)]
             return [*argv, app]
-        # No rendered server config (a renderer set without deploy.server): same settings.
+        # No rendered server config (a renderer set without deploy._server): same settings.
         chain = spec.chain
         argv += ["--config", str(self.conf_dir / "stack_gunicorn_hooks.py")]
         argv += ["--graceful-timeout", str(chain.server_graceful)]
