@@ -103,7 +103,7 @@ def test_w042_w043_replicas_without_router_or_middleware() -> None:
     found = ids(DATABASES=settings["DATABASES"], ARENA_SCALE_READ_REPLICAS=["replica_1"])
     assert "django_arena_scale.W042" in found
     assert "django_arena_scale.W043" in found
-    found = ids(**settings, MIDDLEWARE=["django_arena_scale.db._router.ReadYourWritesMiddleware"])
+    found = ids(**settings, MIDDLEWARE=["django_arena_scale.db.ReadYourWritesMiddleware"])
     assert "django_arena_scale.W042" not in found
     assert "django_arena_scale.W043" not in found
     assert ids(DATABASES=db()) == []  # no replicas: neither
