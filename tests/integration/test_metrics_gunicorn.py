@@ -25,18 +25,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from django_arena_scale.deploy._server import HOOKS_IMPORT
 from tests.e2e.helpers import EXAMPLE, stack_env
 from tests.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "integration-metrics-token"
-CONFIG = """
-from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401
-    child_exit, on_exit, on_starting, post_worker_init, when_ready, worker_int, worker_abort,
-    worker_exit,
-)
-"""
+#: The hooks exactly as a generated gunicorn.conf.py imports them (and its config-time
+#: metrics directory preparation, which preload_app needs).
+CONFIG = HOOKS_IMPORT + "\n"
 #: Requests each worker serves before gunicorn replaces it.
 MAX_REQUESTS = 7
 #: Only bounds the waits; nothing asserts on how long anything took.
@@ -44,17 +42,21 @@ PATIENCE = 60.0
 
 
 class Server:
-    def __init__(self, tmp: Path, *, asgi: bool) -> None:
+    def __init__(self, tmp: Path, *, asgi: bool, preload: bool = False) -> None:
         self.port = free_port()
+        self.preload = preload
         self.metrics_dir = tmp / "metrics"
-        self.metrics_dir.mkdir()
-        # A previous master's file: prepare_multiprocess_dir() must remove it (it is no valid
-        # metrics file, so a scrape would fail if it stayed).
-        (self.metrics_dir / "counter_999999.db").write_bytes(b"stale")
+        if not preload:
+            self.metrics_dir.mkdir()
+            # A previous master's file: prepare_multiprocess_dir() must remove it (it is no
+            # valid metrics file, so a scrape would fail if it stayed).
+            (self.metrics_dir / "counter_999999.db").write_bytes(b"stale")
         config = tmp / "gunicorn.conf.py"
-        config.write_text(CONFIG)
+        config.write_text(CONFIG + f"preload_app = {preload!r}\n")
         env = stack_env()
         env["SQLITE_PATH"] = str(tmp / "db.sqlite3")
+        # With preload_app the master imports the app before on_starting: the directory does
+        # not exist yet, so only the config's own preparation (at load time) lets it start.
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         env["ARENA_SCALE_STATUS_TOKEN"] = TOKEN
         env["LOG_FORMAT"] = "json"
@@ -121,9 +123,11 @@ class Server:
         self.log.close()
 
 
-@pytest.fixture(params=["gthread", "uvicorn"])
+@pytest.fixture(params=["gthread", "gthread-preload", "uvicorn"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path, asgi=request.param == "uvicorn")
+    running = Server(
+        tmp_path, asgi=request.param == "uvicorn", preload=request.param.endswith("preload")
+    )
     try:
         yield running
     finally:
@@ -139,7 +143,7 @@ def _pids_that_wrote(directory: Path) -> set[str]:
 def test_exact_request_count_across_worker_recycling(server: Server) -> None:
     """N requests to /api/ping/ read back as exactly N, though workers were replaced meanwhile."""
     ping = {"method": "GET", "route": "api/ping/", "status": "200"}
-    assert not (server.metrics_dir / "counter_999999.db").exists()
+    assert server.preload or not (server.metrics_dir / "counter_999999.db").exists()
     assert server.metric("arena_http_requests_total", ping) == 0
     # At least 5 workers' worth, and on until a replacement worker has counted some too (a
     # UvicornWorker past max_requests keeps serving through its retire phase for a while).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -34,7 +35,8 @@ def lifecycle() -> Iterator[Lifecycle]:
 
 
 def test_gunicorn_hooks_module_exports_exactly_the_hooks_generated_configs_import() -> None:
-    """The names a generated gunicorn.conf.py imports are the module's hooks, all callable."""
+    """The names a generated gunicorn.conf.py imports are the module's hooks (and the
+    config-time ``prepare_master``), all callable."""
     import re
 
     from django_arena_scale.deploy._server import HOOKS_IMPORT
@@ -45,6 +47,7 @@ def test_gunicorn_hooks_module_exports_exactly_the_hooks_generated_configs_impor
         "on_exit",
         "on_starting",
         "post_worker_init",
+        "prepare_master",
         "when_ready",
         "worker_abort",
         "worker_exit",
@@ -178,3 +181,32 @@ async def test_uvicorn_server_keeps_serving_below_max_requests(lifecycle: Lifecy
     server = DrainingServer(Config(app=lambda scope, receive, send: None, limit_max_requests=100))
     assert not await server.on_tick(1)
     assert lifecycle.state is State.READY
+
+
+def test_generated_config_prepares_metrics_only_when_gunicorn_loads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """preload_app imports the app (and prometheus_client) before ``on_starting``, so the
+    generated config chooses the metrics directory while gunicorn loads it, under the name
+    gunicorn gives it; read by anything else (a test, a linter) it has no side effect, and
+    a second load in the same master (SIGHUP) does not empty the directory again."""
+    from django_arena_scale.deploy import DeploymentSpec
+    from django_arena_scale.deploy import _server as server
+
+    text = server.render(DeploymentSpec())["gunicorn.conf.py"]
+    assert "preload_app = True" in text
+    calls: list[str] = []
+
+    def prepare() -> str:  # the real one also checks prometheus_client's import state
+        calls.append("prepare")
+        return str(tmp_path)
+
+    monkeypatch.setattr(ghooks, "prepare_multiprocess_dir", prepare)
+    monkeypatch.setattr(ghooks, "_PREPARED", {})
+    exec(compile(text, "gunicorn.conf.py", "exec"), {"__name__": "tool"})
+    assert calls == []
+    exec(compile(text, "gunicorn.conf.py", "exec"), {"__name__": "__config__"})
+    assert calls == ["prepare"]
+    exec(compile(text, "gunicorn.conf.py", "exec"), {"__name__": "__config__"})
+    ghooks.on_starting(None)
+    assert calls == ["prepare"]

@@ -8,7 +8,9 @@
 * ``on_starting``, ``child_exit``, ``on_exit`` (master): the Prometheus multiprocess directory
   (``PROMETHEUS_MULTIPROC_DIR``, else a private temporary one) is emptied before the first
   worker starts, a dead worker's live gauges are dropped, the files removed at exit; so the
-  metrics of a replica are exact across its workers and across worker recycling.
+  metrics of a replica are exact across its workers and across worker recycling.  With
+  ``preload_app`` the master imports the app (and prometheus_client) before ``on_starting``:
+  the config file then calls :func:`prepare_master` first, at load time (see below).
 
 * ``when_ready`` (master): watches the drain file.  While it exists the replica does not
   listen: the master and every worker close their listening sockets, so a load balancer's
@@ -61,6 +63,7 @@ __all__ = [
     "on_exit",
     "on_starting",
     "post_worker_init",
+    "prepare_master",
     "when_ready",
     "worker_abort",
     "worker_exit",
@@ -73,9 +76,26 @@ DRAIN_POLL_INTERVAL = 0.2
 _ACCEPT_SWEEP_LIMIT = 1024
 
 
+_PREPARED: dict[int, str] = {}
+
+
+def prepare_master() -> str:
+    """Choose and empty the metrics directory, once per master process; returns it.
+
+    A generated ``gunicorn.conf.py`` calls it while gunicorn loads the file (``__name__ ==
+    "__config__"``), before ``preload_app`` imports the app: prometheus_client picks its
+    multiprocess value class at import, from ``PROMETHEUS_MULTIPROC_DIR``.  Reloading the
+    config (``SIGHUP``) in the same master changes nothing.
+    """
+    pid = os.getpid()
+    if pid not in _PREPARED:
+        _PREPARED[pid] = prepare_multiprocess_dir()
+    return _PREPARED[pid]
+
+
 def on_starting(server: Any) -> None:
     """Prepare the metrics directory and log the graceful-shutdown timeouts (one line)."""
-    directory = prepare_multiprocess_dir()
+    directory = prepare_master()
     cfg = getattr(server, "cfg", None)
     if cfg is None:
         return
