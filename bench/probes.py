@@ -20,6 +20,11 @@ worker, not the server; such rounds are detected from the workers' CPU time and 
 
 Options: ``--duration S`` per wrk run (default 3), ``--rounds N`` (default 5),
 ``--connections C`` (default 16), ``--asgi`` (also measure gunicorn + UvicornWorker, info).
+
+``--plot PATH.png`` runs a sweep instead: ``/live/``, ``/health/``, ``/ready/`` and
+``/api/ping/`` on the same server, one wrk run of ``--point-duration`` seconds (default 2) per
+path and wrk connection count of ``--concurrency`` (default 1,4,16,64), and plots req/s and
+wrk's p99 latency against the connection count (needs matplotlib).
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ ASGI_WORKER = "uvicorn_worker.UvicornWorker"
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project"), str(ROOT / "bench")]
 
 from bench._load import wrk  # noqa: E402
+from bench._plot import (  # noqa: E402
+    Machine,
+    Point,
+    check_plot_path,
+    parse_concurrency,
+    print_points,
+    write_plot,
+)
 
 from tests.servers import RedisServer, free_port, wait_for_port  # noqa: E402
 
@@ -310,6 +323,46 @@ print(statistics.median(samples["without"]), paired, control, through - bare)
     return float(out[0]), float(out[1]), float(out[2]), float(out[3])
 
 
+#: The sweep's paths, with their plot labels.
+SWEEP = {
+    "/api/ping/": "/api/ping/ (trivial JsonResponse view)",
+    "/live/": "/live/",
+    "/health/": "/health/",
+    "/ready/": "/ready/ (db + Redis checks, 1 s cache)",
+}
+
+
+def sweep(server: Server, concurrency: list[int], *, duration: float) -> dict[str, list[Point]]:
+    """req/s and p99 per path and wrk connection count; paths interleave at every count.
+
+    A run in which one gunicorn worker served every connection (see ``MIN_WORKER_SHARE``) is
+    repeated up to twice when there are at least 4 connections (with fewer, one worker doing
+    all the work is expected); the last try is kept either way.
+    """
+    series: dict[str, list[Point]] = {label: [] for label in SWEEP.values()}
+    for path in SWEEP:
+        wrk(server.url(path), duration=1, connections=4, headers=ACCEPT_JSON)
+    for i, connections in enumerate(concurrency):
+        paths = list(SWEEP) if i % 2 == 0 else list(reversed(SWEEP))
+        for path in paths:
+            for _ in range(3):
+                before = server.worker_cpu()
+                result = wrk(
+                    server.url(path),
+                    duration=duration,
+                    connections=connections,
+                    headers=ACCEPT_JSON,
+                    latency=True,
+                )
+                after = server.worker_cpu()
+                used = [after[pid] - before.get(pid, 0.0) for pid in after]
+                skewed = len(used) > 1 and min(used) < MIN_WORKER_SHARE * sum(used)
+                if connections < 4 or not skewed:
+                    break
+            series[SWEEP[path]].append((connections, result.rps, result.p99_ms))
+    return series
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--duration", type=float, default=3.0)
@@ -329,7 +382,20 @@ def main() -> None:
     parser.add_argument(
         "--per-round", action="store_true", help="also print every round's req/s and CPU/req"
     )
+    parser.add_argument(
+        "--plot", metavar="PATH.png", help="run the concurrency sweep and write this PNG"
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="1,4,16,64",
+        help="wrk connection counts of the --plot sweep (comma-separated)",
+    )
+    parser.add_argument(
+        "--point-duration", type=float, default=2.0, help="seconds per wrk run in the sweep"
+    )
     args = parser.parse_args()
+    plot_path = check_plot_path(args.plot)
+    concurrency = parse_concurrency(args.concurrency)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed; on Debian/Ubuntu run: apt-get install -y wrk")
     opts = {"rounds": args.rounds, "duration": args.duration, "connections": args.connections}
@@ -382,6 +448,20 @@ def main() -> None:
         # the ratios: the load average says how quiet the run was.
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"# {os.cpu_count()} CPUs, load average {load} (1 / 5 / 15 min) at the start")
+        if plot_path is not None:
+            machine = Machine()
+            series = sweep(start(), concurrency, duration=args.point_duration)
+            print(f"# load average {machine.finish()} (1 / 5 / 15 min) at the end")
+            print_points(series, rate="req/s")
+            write_plot(
+                plot_path,
+                series,
+                title=f"Probes: one gunicorn ({args.worker_class} 2 workers"
+                f"{' x 4 threads' if args.worker_class != 'sync' else ''}), "
+                f"wrk -t1, {max(1, round(args.point_duration))} s per point",
+                machine=machine,
+            )
+            return
         if not args.overhead_only:
             server = start()
             s = measure(server, ["/api/ping/", "/live/", "/health/", "/bare/"], **opts)
