@@ -19,6 +19,15 @@ example project, nginx on 127.0.0.1) in a temp dir and stops it afterwards:
 - ``locust``: the load plan of bench/locustfile.py (baseline, ramp-up, sustained,
   streaming-focused), headless, per-endpoint req/s, p50/p95/p99 and error rate.
 
+``--plot PATH.png`` (with ``ratio`` or ``streams``, one of them per run) sweeps
+``--concurrency`` instead and plots it (needs matplotlib):
+
+- ``ratio --plot``: req/s and wrk's p99 of ``/api/ping/`` through nginx and directly to the
+  replica, against wrk connections (default 1,4,16,64; ``--point-duration`` s per point).
+- ``streams --plot``: N SSE streams (default 10,100,1000,3000) opened at once through nginx
+  to one ASGI replica: streams opened per second and the p99 time from connect to the first
+  event, against N; each level starts from zero open streams.
+
 Figures from one run on this machine are in docs/benchmarks/stack.md.
 """
 
@@ -46,6 +55,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
 from bench._load import local_stack, wrk  # noqa: E402
+from bench._plot import (  # noqa: E402
+    Machine,
+    Point,
+    check_plot_path,
+    parse_concurrency,
+    print_points,
+    write_plot,
+)
 
 from django_arena_scale.stack._runner import (  # noqa: E402
     LocalStack,
@@ -99,12 +116,35 @@ def bench_ratio(rounds: int) -> None:
     )
 
 
+def sweep_ratio(concurrency: list[int], duration: float) -> dict[str, list[Point]]:
+    """req/s and p99 of /api/ping/ direct and through nginx per wrk connection count; the
+    order alternates at every count."""
+    direct_label = "directly to the replica"
+    nginx_label = "through nginx"
+    series: dict[str, list[Point]] = {nginx_label: [], direct_label: []}
+    with running_stack(replicas=1, topology="single", workers=2, threads=4) as stack:
+        replica = stack.replicas["web-1"]
+        urls = {
+            direct_label: f"http://127.0.0.1:{replica.port}/api/ping/",
+            nginx_label: f"{stack.url}api/ping/",
+        }
+        for url in urls.values():
+            wrk(url, duration=1, connections=4)
+        for i, connections in enumerate(concurrency):
+            order = list(urls) if i % 2 == 0 else list(reversed(urls))
+            for label in order:
+                result = wrk(urls[label], duration=duration, connections=connections, latency=True)
+                series[label].append((connections, result.rps, result.p99_ms))
+    return series
+
+
 # --- held streams -------------------------------------------------------------------------------
 async def _open_streams(
     port: int,
     count: int,
     concurrency: int = 200,
     path: str = "/messages/stream/?tokens=10000&delay=10",
+    first_event_ms: list[float] | None = None,
 ) -> list[Any]:
     request = (
         f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
@@ -114,6 +154,7 @@ async def _open_streams(
 
     async def one() -> None:
         async with gate:
+            started = time.monotonic()
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(request)
@@ -126,6 +167,8 @@ async def _open_streams(
                 while (await asyncio.wait_for(reader.readline(), 60)).strip() != b"":
                     pass
                 await asyncio.wait_for(reader.readuntil(b"\n\n"), 60)
+                if first_event_ms is not None:
+                    first_event_ms.append((time.monotonic() - started) * 1000)
                 held.append(writer)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
                 return
@@ -190,6 +233,54 @@ def bench_streams(count: int) -> None:
         f"ASGI app on the same worker class held {bare_held} at {bare_per:.1f} KiB per stream "
         f"-> example/bare = {per / bare_per:.2f}"
     )
+
+
+def p99(values: list[float]) -> float | None:
+    """The 99th percentile (nearest rank) of ``values``; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * 99 // 100) - 1)]
+
+
+def sweep_streams(levels: list[int]) -> dict[str, list[Point]]:
+    """For each N: open N SSE streams at once (200 connecting at a time, the others queue in
+    the client) through nginx to one uvicorn replica, wait for each one's first event, close
+    them all; rate = streams established / seconds to establish all of them."""
+    spec = {
+        "replicas": 1,
+        "topology": "single",
+        "app_server": "uvicorn",
+        "workers": 1,
+        "max_conns": max(levels) + 100,
+        "stream_read_timeout": 600,
+    }
+    label = "SSE through nginx, 1 uvicorn worker"
+    series: dict[str, list[Point]] = {label: []}
+    with running_stack(**spec) as stack:
+        port = stack.spec.local_port
+
+        async def level(count: int) -> Point:
+            times: list[float] = []
+            started = time.monotonic()
+            held = await _open_streams(port, count, first_event_ms=times)
+            took = time.monotonic() - started
+            for writer in held:
+                writer.close()
+            if len(held) < count:
+                print(f"  streams: only {len(held)}/{count} streams established", flush=True)
+            await asyncio.sleep(1.0)
+            return (count, len(held) / took, p99(times))
+
+        async def run() -> None:
+            for writer in await _open_streams(port, 50):  # warm: imports, Redis pools
+                writer.close()
+            await asyncio.sleep(1.0)
+            for count in levels:
+                series[label].append(await level(count))
+
+        asyncio.run(run())
+    return series
 
 
 # --- reconnect storm ----------------------------------------------------------------------------
@@ -394,8 +485,22 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument(
+        "--plot", metavar="PATH.png", help="with ratio or streams: sweep and write this PNG"
+    )
+    parser.add_argument(
+        "--concurrency",
+        help="the --plot sweep's levels, comma-separated: wrk connections for ratio "
+        "(default 1,4,16,64), streams opened at once for streams (default 10,100,1000,3000)",
+    )
+    parser.add_argument(
+        "--point-duration", type=float, default=2.0, help="seconds per wrk run in the sweep"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, shared; python {sys.version.split()[0]}")
+    if args.plot is not None:
+        plot_sweep(args)
+        return
     for which in args.which:
         if which == "ratio":
             bench_ratio(args.rounds)
@@ -411,6 +516,46 @@ def main() -> None:
             raise SystemExit(
                 f"unknown benchmark {which!r}; expected ratio, streams, storm, live, locust."
             )
+
+
+def plot_sweep(args: argparse.Namespace) -> None:
+    if args.which not in (["ratio"], ["streams"]):
+        raise SystemExit(
+            f"--plot takes exactly one of ratio, streams; got {' '.join(args.which) or 'none'}"
+        )
+    which = args.which[0]
+    default = "1,4,16,64" if which == "ratio" else "10,100,1000,3000"
+    levels = parse_concurrency(args.concurrency or default)
+    path = check_plot_path(args.plot)
+    assert path is not None
+    machine = Machine()
+    print(f"load average {machine.start} (1 / 5 / 15 min) at the start", flush=True)
+    if which == "ratio":
+        series = sweep_ratio(levels, args.point_duration)
+        print(f"load average {machine.finish()} (1 / 5 / 15 min) at the end")
+        print_points(series, rate="req/s")
+        write_plot(
+            path,
+            series,
+            title="Stack: /api/ping/ through nginx vs directly to the one replica behind it "
+            f"(gthread 2 workers x 4 threads), wrk -t1, {max(1, round(args.point_duration))} s "
+            "per point",
+            machine=machine,
+        )
+    else:
+        series = sweep_streams(levels)
+        print(f"load average {machine.finish()} (1 / 5 / 15 min) at the end")
+        print_points(series, rate="streams/s")
+        write_plot(
+            path,
+            series,
+            title="Streams: N SSE streams opened at once through nginx to one ASGI replica "
+            "(1 uvicorn worker), 200 connecting at a time",
+            machine=machine,
+            x_label="SSE streams opened and held together (log scale)",
+            rate_label="streams established per second",
+            latency_label="p99 connect to first event (ms)",
+        )
 
 
 if __name__ == "__main__":
