@@ -35,6 +35,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -119,10 +120,26 @@ def on_exit(server: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    """Master: stop listening while the drain file exists, listen again when it is gone."""
+    """Master: stop listening while the drain file exists, listen again when it is gone;
+    with ``preload_app``, import the URLconf too (its views), so a worker forked later
+    serves its first request without importing them itself."""
+    if getattr(getattr(server, "cfg", None), "preload_app", False):
+        _import_urlconf()
+    _replace_retiring_workers(server)
     watcher = ListenerDrainWatcher(server, drain.server_path())
     if watcher.path:
         watcher.start()
+
+
+def _import_urlconf() -> None:
+    try:
+        from django.conf import settings
+        from django.urls import get_resolver
+
+        if settings.configured:
+            get_resolver().url_patterns  # noqa: B018 - imports the URLconf and its views
+    except Exception:  # the worker imports it (and reports the error) on its first request
+        logger.warning("Could not import the URLconf in the master.", exc_info=True)
 
 
 def post_worker_init(worker: Any) -> None:
@@ -130,6 +147,7 @@ def post_worker_init(worker: Any) -> None:
     get_hooks().reset()
     _beat_on_notify(worker)
     _close_connections_on_drain(worker)
+    _mark_retiring(worker)
     _drain_on_sigterm(worker)
     _start_warmups()
 
@@ -291,6 +309,69 @@ def _close_connections_on_drain(worker: Any) -> None:
         return original(req, conn)
 
     handle_request._arena_drain = True  # type: ignore[attr-defined]
+    worker.handle_request = handle_request
+
+
+def _replace_retiring_workers(server: Any) -> None:
+    """Master: a worker retiring at ``max_requests`` is replaced at once, not when it exits.
+
+    A retiring gthread worker accepts nothing new but keeps its idle keep-alive connections
+    until the proxy closes them (see :func:`_close_connections_on_drain`), up to the proxy's
+    keep-alive timeout, and gunicorn starts a successor only once a worker exited: without
+    this the replica serves with a worker fewer for seconds after every recycling, a large
+    share of the time under load.  Each turn of the master's loop counts the workers that
+    marked themselves retiring (:func:`_mark_retiring`) and keeps that many more than the
+    configured number, so none of them is stopped to restore the count either.  ``SIGTTIN``
+    and ``SIGTTOU`` still change the configured number.
+    """
+    original = getattr(server, "manage_workers", None)
+    if original is None or getattr(original, "_arena_retiring", False):
+        return
+    added = 0
+
+    def manage_workers() -> None:
+        nonlocal added
+        retiring = sum(1 for w in list(server.WORKERS.values()) if _is_retiring(w))
+        if retiring != added:
+            server.num_workers = server.num_workers - added + retiring
+            added = retiring
+        original()
+
+    manage_workers._arena_retiring = True  # type: ignore[attr-defined]
+    server.manage_workers = manage_workers
+
+
+def _is_retiring(worker: Any) -> bool:
+    try:
+        return os.fstat(worker.tmp.fileno()).st_size > 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _mark_retiring(worker: Any) -> None:
+    """Tell the master this worker is retiring: its heartbeat file (shared with the master,
+    empty until now; gunicorn only changes its times) gets one byte."""
+    lifecycle = get_lifecycle()
+    original = getattr(worker, "handle_request", None)
+    if original is None or getattr(original, "_arena_retiring", False):
+        return
+    if not hasattr(worker, "set_accept_enabled") or getattr(worker, "max_requests", 0) <= 0:
+        return
+    marked = threading.Lock()
+
+    def handle_request(req: Any, conn: Any) -> Any:
+        try:
+            return original(req, conn)
+        finally:
+            retiring = not worker.alive and worker.nr >= worker.max_requests
+            draining = getattr(worker, "_arena_draining", False) or lifecycle.draining_requested
+            if retiring and not draining and marked.acquire(blocking=False):
+                with contextlib.suppress(AttributeError, OSError, ValueError):
+                    os.ftruncate(worker.tmp.fileno(), 1)
+                    worker.tmp.notify()  # the write set a wall-clock mtime: a heartbeat again
+
+    handle_request._arena_retiring = True  # type: ignore[attr-defined]
+    handle_request._arena_drain = getattr(original, "_arena_drain", False)  # type: ignore[attr-defined]
     worker.handle_request = handle_request
 
 
