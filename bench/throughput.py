@@ -29,6 +29,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
@@ -51,10 +52,10 @@ ENDPOINTS = (
 
 
 @contextlib.contextmanager
-def generated_stack(replicas: int) -> Iterator[LocalStack]:
+def generated_stack(replicas: int, fields: dict[str, Any]) -> Iterator[LocalStack]:
     env = {"ARENA_DEMO_USER": DEMO["username"], "ARENA_DEMO_PASSWORD": DEMO["password"]}
     with local_stack(
-        start=25000, prefix="arena-bench-throughput-", env=env, replicas=replicas
+        start=25000, prefix="arena-bench-throughput-", env=env, replicas=replicas, **fields
     ) as stack:
         yield stack
 
@@ -90,15 +91,58 @@ def login(base_url: str) -> str:
     return "; ".join(c.split(";", 1)[0] for c in cookies)
 
 
-def rss_mib(pid: int) -> float:
+def tree(pid: int) -> list[Any]:
+    """The process and its descendants (psutil), gone ones skipped."""
     import psutil
 
-    proc = psutil.Process(pid)
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds so far of each process tree in ``pids``: its live processes and the children
+    they reaped (a worker recycled by max_requests counts with its master)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        for proc in tree(pid):
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of a process tree in MiB.  RSS counts every shared page once per process; PSS
+    splits shared pages between the processes that map them (preloaded workers share the
+    imported code with their master), so PSS is what the tree really occupies."""
+    import psutil
+
+    rss = pss = 0.0
+    for proc in tree(pid):
         with contextlib.suppress(psutil.Error):
-            total += child.memory_info().rss
-    return total / 2**20
+            info = proc.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+    return rss / 2**20, pss / 2**20
+
+
+def parse_sets(values: list[str]) -> dict[str, Any]:
+    """``--set workers=2 --set threads=4``: DeploymentSpec fields for the stack."""
+    fields: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE, e.g. workers=2")
+        try:
+            fields[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            fields[name] = raw
+    return fields
 
 
 def main() -> None:
@@ -108,13 +152,39 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="by hand")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a DeploymentSpec field of the stack (repeatable), e.g. --set workers=2",
+    )
     args = parser.parse_args()
+    overrides = parse_sets(args.set)
 
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    with generated_stack(args.replicas) as stack:
+    #: (endpoint, part) -> CPU microseconds per request, one entry per round
+    cpu: dict[tuple[str, str], list[float]] = {}
+    load_before = os.getloadavg()
+    with generated_stack(args.replicas, overrides) as stack:
         api = stack.spec.web_names[0]
         with by_hand(stack.replica_env(api), args.workers) as (port, hand):
             urls = {"stack": stack.url.rstrip("/"), "by hand": f"http://127.0.0.1:{port}"}
+            parts: dict[str, dict[str, list[int]]] = {
+                "stack": {
+                    "nginx": [stack.nginx.pid] if stack.nginx and stack.nginx.pid else [],
+                    "API replicas": [
+                        r.process.pid
+                        for n, r in stack.replicas.items()
+                        if n in stack.spec.web_names and r.process.pid
+                    ],
+                    "redis": [r.process.pid for r in stack.redis.values() if r.process.pid],
+                },
+                "by hand": {
+                    "server": [hand.pid],
+                    "redis": [r.process.pid for r in stack.redis.values() if r.process.pid],
+                },
+            }
             cookie = login(urls["stack"])
             for base in urls.values():  # warm every worker's imports and pools
                 for _, path, session in ENDPOINTS:
@@ -125,6 +195,7 @@ def main() -> None:
                 for side, base in sides if i % 2 == 0 else reversed(sides):
                     for name, path, session in ENDPOINTS:
                         headers = [f"Cookie: {cookie}"] if session else []
+                        before = {part: cpu_seconds(p) for part, p in parts[side].items()}
                         result = wrk(
                             base + path,
                             duration=args.duration,
@@ -135,18 +206,26 @@ def main() -> None:
                         results.setdefault((side, name), []).append(
                             (result.rps, result.p99_ms or float("nan"))
                         )
-            rss = {
-                name: rss_mib(replica.process.pid)
+                        for part, pids in parts[side].items():
+                            used = cpu_seconds(pids) - before[part]
+                            cpu.setdefault((name, f"{side}: {part}"), []).append(
+                                used / max(1, result.requests) * 1e6
+                            )
+            memory = {
+                name: memory_mib(replica.process.pid)
                 for name, replica in stack.replicas.items()
                 if replica.process.pid
             }
-            rss["by hand"] = rss_mib(hand.pid)
+            memory["by hand"] = memory_mib(hand.pid)
+    load_after = os.getloadavg()
 
     cpus = os.cpu_count() or 1
+    spec_note = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
     print(
         f"throughput: wrk -t1 -c{args.connections} -d{args.duration}s, median of {args.rounds} "
         f"interleaved rounds, {cpus} CPUs; stack = {args.replicas} replicas behind nginx "
-        f"(generated configs), by hand = gunicorn -w {args.workers} sync, direct"
+        f"(generated configs, spec {spec_note}), by hand = gunicorn -w {args.workers} sync, "
+        f"direct; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
     print(f"{'endpoint':<16}{'by hand req/s':>14}{'p99 ms':>8}{'stack req/s':>13}{'p99 ms':>8}"
           f"{'ratio':>7}{'stack req/s/CPU':>17}")  # fmt: skip
@@ -159,7 +238,14 @@ def main() -> None:
             f"{name:<16}{hand_rps:>14,.0f}{hand_p99:>8.1f}{stack_rps:>13,.0f}{stack_p99:>8.1f}"
             f"{stack_rps / hand_rps:>7.2f}{stack_rps / cpus:>17,.0f}"
         )
-    print("RSS (MiB, process tree): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+    print("CPU per request (us, median of rounds; wrk's own CPU not included):")
+    for name, _, _ in ENDPOINTS:
+        row = {part: statistics.median(v) for (n, part), v in cpu.items() if n == name}
+        print(f"  {name:<16}" + ", ".join(f"{part} {us:,.0f}" for part, us in row.items()))
+    print(
+        "memory (MiB, process tree, RSS / PSS): "
+        + ", ".join(f"{k} {rss:.0f} / {pss:.0f}" for k, (rss, pss) in memory.items())
+    )
 
 
 if __name__ == "__main__":
