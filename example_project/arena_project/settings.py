@@ -7,6 +7,8 @@ DATABASE_URL         e.g. postgres://user:pass@host/db; default: SQLite file SQL
 DATABASE_REPLICA_URLS
                      comma-separated URLs of streaming read replicas of DATABASE_URL
 DATABASE_PGBOUNCER   1 when DATABASE_URL is PgBouncer in transaction mode
+CONN_MAX_AGE         seconds each thread keeps its database connection (default 60; 0: one
+                     connection per request)
 DJANGO_DEBUG         1 for development only (Django's DEBUG)
 SECRET_KEY           required unless DJANGO_DEBUG=1: the same long random value on every
                      replica (sessions, logins and CSRF tokens are signed with it); generate one
@@ -154,11 +156,14 @@ globals().update(
     database_settings(
         env("DATABASE_URL"),
         env("DATABASE_REPLICA_URLS"),
-        conn_max_age=int(env("CONN_MAX_AGE", "0")),
+        conn_max_age=int(env("CONN_MAX_AGE", "60")),
         pgbouncer=["default"] if _flag("DATABASE_PGBOUNCER") else False,
         default={
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            # Each thread keeps its connection: opening one (and its PRAGMAs) per request was
+            # most of the CPU of a logged-in request (the user load).
+            "CONN_MAX_AGE": int(env("CONN_MAX_AGE", "60")),
             # Several replicas may share the file: WAL and IMMEDIATE avoid "database is locked".
             "OPTIONS": {
                 "timeout": 20,

@@ -22,7 +22,7 @@ def test_primary_url_becomes_default_with_fail_fast_options() -> None:
                 "HOST": "db.internal",
                 "PORT": "6432",
                 "OPTIONS": {"sslmode": "require", "connect_timeout": 2},
-                "CONN_MAX_AGE": 0,
+                "CONN_MAX_AGE": 60,
                 "CONN_HEALTH_CHECKS": True,
             }
         }

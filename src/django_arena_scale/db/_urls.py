@@ -114,12 +114,18 @@ def _aliases_behind_pgbouncer(pgbouncer: bool | Sequence[str], aliases: list[str
     return list(pgbouncer)
 
 
+#: Seconds a thread keeps its database connection.  Opening one per request (Django's 0) cost
+#: more than the rest of a logged-in request, through PgBouncer too (bench/database.py and
+#: bench/throughput.py); CONN_HEALTH_CHECKS replaces one that died.
+DEFAULT_CONN_MAX_AGE = 60
+
+
 def database_settings(
     primary_url: str | None,
     replica_urls: str | Sequence[str] | None = (),
     *,
     default: Mapping[str, Any] | None = None,
-    conn_max_age: float | None = 0,
+    conn_max_age: float | None = DEFAULT_CONN_MAX_AGE,
     conn_health_checks: bool = True,
     connect_timeout: int = MIN_CONNECT_TIMEOUT,
     pgbouncer: bool | Sequence[str] = False,
@@ -130,8 +136,10 @@ def database_settings(
     comma-separated string) becomes ``replica_1``, ``replica_2``..., listed in
     ``ARENA_SCALE_READ_REPLICAS``, with ``DATABASE_ROUTERS`` set to :data:`ROUTER` and a
     ``TEST['MIRROR']`` of the primary.  Every PostgreSQL entry gets ``connect_timeout``
-    (seconds, at least libpq's 2) so an outage fails fast, ``CONN_MAX_AGE`` and
-    ``CONN_HEALTH_CHECKS``.  ``pgbouncer`` (True, or a list of aliases) says PgBouncer in
+    (seconds, at least libpq's 2) so an outage fails fast, ``CONN_MAX_AGE`` (by default
+    :data:`DEFAULT_CONN_MAX_AGE`: each thread keeps its connection) and ``CONN_HEALTH_CHECKS``
+    (a kept connection that died is replaced before the request uses it).  ``pgbouncer``
+    (True, or a list of aliases) says PgBouncer in
     transaction mode is in front: those entries get ``DISABLE_SERVER_SIDE_CURSORS = True`` and
     ``ARENA_SCALE_PGBOUNCER`` is set, which turns on the PgBouncer system checks.
 
