@@ -83,6 +83,8 @@ def stack_pids(state_dir: Path) -> list[int]:
     pids = [r["pid"] for r in state["replicas"] + state["redis"]]
     pids.append(state.get("nginx_pid"))
     pids.append((state.get("prometheus") or {}).get("pid"))
+    # --postgres: the primary, its streaming replicas and PgBouncer.
+    pids += [s.get("pid") for s in [*state.get("databases", []), state.get("pgbouncer") or {}]]
     return [p for p in pids if p]
 
 

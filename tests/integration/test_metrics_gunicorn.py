@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.helpers import EXAMPLE, stack_env
+from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ PATIENCE = 60.0
 
 
 class Server:
-    def __init__(self, tmp: Path, *, asgi: bool) -> None:
+    def __init__(self, tmp: Path, db: ExampleDatabase, *, asgi: bool) -> None:
         self.port = free_port()
         self.metrics_dir = tmp / "metrics"
         self.metrics_dir.mkdir()
@@ -54,16 +55,12 @@ class Server:
         config = tmp / "gunicorn.conf.py"
         config.write_text(CONFIG)
         env = stack_env()
-        env["SQLITE_PATH"] = str(tmp / "db.sqlite3")
+        env.update(db.env())  # migrated
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         env["ARENA_SCALE_STATUS_TOKEN"] = TOKEN
         env["LOG_FORMAT"] = "json"
         env["LOG_LEVEL"] = "WARNING"
         env.pop("REDIS_URL", None)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=EXAMPLE, env=env, check=True, capture_output=True,
-        )  # fmt: skip
         argv = [
             sys.executable, "-m", "gunicorn", "--config", str(config),
             "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--graceful-timeout", "5",
@@ -122,8 +119,10 @@ class Server:
 
 
 @pytest.fixture(params=["gthread", "uvicorn"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path, asgi=request.param == "uvicorn")
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path, example_database: ExampleDatabase
+) -> Iterator[Server]:
+    running = Server(tmp_path, example_database, asgi=request.param == "uvicorn")
     try:
         yield running
     finally:
