@@ -6,6 +6,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings as _hypothesis_settings
 
+from tests.example_db import ExampleDatabase, ExampleDatabases
+from tests.example_db import example_databases as _example_databases
 from tests.pg import PgBouncer, PostgresServer
 from tests.servers import RedisServer
 
@@ -47,6 +49,21 @@ def pgbouncer(pg_primary: PostgresServer) -> Iterator[PgBouncer]:
     """A real PgBouncer in transaction mode in front of ``pg_primary``."""
     with PgBouncer(pg_primary, pool_mode="transaction") as bouncer:
         yield bouncer
+
+
+@pytest.fixture(scope="session")
+def example_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleDatabases]:
+    """The example's databases: one PostgreSQL cluster for the session, a migrated template
+    copied per module or test (``ARENA_TEST_SQLITE=1``: SQLite files); see tests/example_db.py."""
+    with _example_databases(tmp_path_factory) as databases:
+        yield databases
+
+
+@pytest.fixture
+def example_database(example_databases: ExampleDatabases) -> Iterator[ExampleDatabase]:
+    """A migrated database of the example for this test alone, dropped after it."""
+    with example_databases.database("test") as db:
+        yield db
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """Run the example project under a real gunicorn or uvicorn on a free loopback port.
 
 Used by the example project's integration tests (and usable by e2e tests and benchmarks).  The
-server process runs with ``cwd=example_project`` and the *installed* django_arena_scale.
+server process runs with ``cwd=example_project`` and the django_arena_scale the tests import.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.example_db import ExampleDatabase
 from tests.servers import _started, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,12 +25,17 @@ DEMO_PASSWORD = "demo-password"
 TEST_SECRET_KEY = "tests-only-example-secret-not-for-production-0123456789"
 
 
-def example_env(sqlite_path: Path, **extra: str) -> dict[str, str]:
-    """Environment for an example-project process: its own settings and database file."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def example_env(db: ExampleDatabase | Path, **extra: str) -> dict[str, str]:
+    """Environment for an example-project process: its own settings and database (an
+    :class:`~tests.example_db.ExampleDatabase`, PostgreSQL unless opted out, or a SQLite file)."""
+    import django_arena_scale
+
+    env = dict(os.environ)
     env.update(
+        # The django_arena_scale this test process imports (the installed wheel under tox, the
+        # source tree otherwise), not whatever else a PYTHONPATH names.
+        PYTHONPATH=str(Path(django_arena_scale.__file__).resolve().parents[1]),
         DJANGO_SETTINGS_MODULE="arena_project.settings",
-        SQLITE_PATH=str(sqlite_path),
         ALLOWED_HOSTS="127.0.0.1,localhost",
         ARENA_DEMO_USER=DEMO_USER,
         ARENA_DEMO_PASSWORD=DEMO_PASSWORD,
@@ -39,8 +45,12 @@ def example_env(sqlite_path: Path, **extra: str) -> dict[str, str]:
         SECRET_KEY=os.environ.get("SECRET_KEY") or TEST_SECRET_KEY,
         ARENA_EXAMPLE_FAULT_INJECTION="1",
     )
-    for name in ("REDIS_URL", "SESSION_REDIS_URL", "CHANNEL_REDIS_URL", "DATABASE_URL"):
+    for name in (
+        "REDIS_URL", "SESSION_REDIS_URL", "CHANNEL_REDIS_URL",
+        "DATABASE_URL", "DATABASE_REPLICA_URLS", "DATABASE_PGBOUNCER", "SQLITE_PATH",
+    ):  # fmt: skip
         env.pop(name, None)
+    env.update(db.env() if isinstance(db, ExampleDatabase) else {"SQLITE_PATH": str(db)})
     env.update(extra)
     return env
 

@@ -20,9 +20,11 @@ from tests.e2e.helpers import (
     EXAMPLE,
     get_json,
     stack_command,
+    stack_database,
     stack_env,
     stop_stack,
 )
+from tests.example_db import stack_database_args
 from tests.servers import free_port
 
 REPLICAS = 3
@@ -44,6 +46,10 @@ class Stack:
 
     def replica_ports(self) -> dict[str, int]:
         return {r["name"]: r["port"] for r in self.state()["replicas"]}
+
+    def database(self) -> Path | str:
+        """The example's data: the replicas' DATABASE_URL (PgBouncer), or the SQLite file."""
+        return stack_database(self.dir)
 
     def replica_pids(self) -> dict[str, int]:
         return {r["name"]: r["pid"] for r in self.state()["replicas"]}
@@ -135,7 +141,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Readiness results are cached per process; the default 1 s plus the failing check
         # itself can exceed the issue's "503 within 1 s" after Redis dies.
         "--env", "ARENA_SCALE_CHECK_CACHE_TTL=0.5",
-        "--env", f"SQLITE_PATH={state_dir / 'db.sqlite3'}",
+        # Production's shape: PostgreSQL through PgBouncer in transaction mode (SQLite in
+        # the state directory with ARENA_TEST_SQLITE=1).
+        *stack_database_args(pgbouncer=True),
         # The chaos suite injects provider failures (X-Arena-Simulate); the example honours
         # the header only when fault injection is switched on.
         "--env", f"{FAULT_INJECTION_ENV}=1",

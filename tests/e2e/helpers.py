@@ -83,6 +83,8 @@ def stack_pids(state_dir: Path) -> list[int]:
     pids = [r["pid"] for r in state["replicas"] + state["redis"]]
     pids.append(state.get("nginx_pid"))
     pids.append((state.get("prometheus") or {}).get("pid"))
+    # --postgres: the primary, its streaming replicas and PgBouncer.
+    pids += [s.get("pid") for s in [*state.get("databases", []), state.get("pgbouncer") or {}]]
     return [p for p in pids if p]
 
 
@@ -586,19 +588,44 @@ class KeepAliveLoad:
                 conn.close()
 
 
-def posts_applied(db_path: Path, tokens: list[str]) -> Counter[str]:
-    """How many Message rows carry each token (the POST body's unique text), read from SQLite."""
-    import sqlite3
+def stack_database(state_dir: Path) -> Path | str:
+    """Where a run_lb_stack's example keeps its data: the ``DATABASE_URL`` its replicas were
+    given (``--postgres``; stack.json has it with the password redacted), else its SQLite file."""
+    state = json.loads((state_dir / "stack.json").read_text())
+    if not state.get("databases"):
+        return state_dir / "db.sqlite3"
+    for replica in state["replicas"]:
+        with contextlib.suppress(OSError, TypeError):
+            environ = Path(f"/proc/{replica['pid']}/environ").read_bytes().split(b"\0")
+            for item in environ:
+                if item.startswith(b"DATABASE_URL="):
+                    return item.decode().partition("=")[2]
+    msg = f"no running replica of the stack in {state_dir} has a DATABASE_URL"
+    raise AssertionError(msg)
 
+
+def posts_applied(db: Path | str, tokens: list[str]) -> Counter[str]:
+    """How many Message rows carry each token (the POST body's unique text), read from the
+    stack's database (:func:`stack_database`: a PostgreSQL URL or a SQLite file)."""
+    query = "SELECT text FROM arena_message WHERE text LIKE 'ka-%'"
     wanted = set(tokens)
     found: Counter[str] = Counter()
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=20)
-    try:
-        for (text,) in db.execute("SELECT text FROM arena_message WHERE text LIKE 'ka-%'"):
-            if text in wanted:
-                found[text] += 1
-    finally:
-        db.close()
+    if isinstance(db, str):
+        import psycopg
+
+        with psycopg.connect(db, connect_timeout=10) as conn:
+            rows = conn.execute(query).fetchall()
+    else:
+        import sqlite3
+
+        lite = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=20)
+        try:
+            rows = lite.execute(query).fetchall()
+        finally:
+            lite.close()
+    for (text,) in rows:
+        if text in wanted:
+            found[text] += 1
     return found
 
 
@@ -620,9 +647,9 @@ class PostCheck:
         )
 
 
-def check_posts(stats: KeepAliveStats, db_path: Path) -> PostCheck:
+def check_posts(stats: KeepAliveStats, db: Path | str) -> PostCheck:
     ok, failed = stats.tokens(ok=True), stats.tokens(ok=False)
-    applied = posts_applied(db_path, ok + failed)
+    applied = posts_applied(db, ok + failed)
     return PostCheck(
         ok=len(ok),
         failed=len(failed),

@@ -603,7 +603,7 @@ def test_chaos_d_rolling_restart_keepalive(chaos: Stack, chaos_report: ChaosRepo
         took = time.monotonic() - started
         time.sleep(1.0)
     stats = load.stats
-    posts = check_posts(stats, chaos.dir / "db.sqlite3")
+    posts = check_posts(stats, chaos.database())
     add_load_rows(chaos_report, fault, "bystander", stats)
     chaos_report.add(
         Row(
@@ -646,7 +646,7 @@ def test_chaos_e_kill_9_one_replica_keepalive(chaos: Stack, chaos_report: ChaosR
         time.sleep(3.0)
     time.sleep(0.3)
     stats = load.stats
-    posts = check_posts(stats, chaos.dir / "db.sqlite3")
+    posts = check_posts(stats, chaos.database())
     tried = access_log(chaos, f"ka-{run}")
     failed_posts = stats.failed("POST /api/messages/")
     in_flight = [

@@ -45,9 +45,11 @@ from tests.e2e.helpers import (
     get_post_plan,
     login,
     stack_command,
+    stack_database,
     stack_env,
     stop_stack,
 )
+from tests.example_db import stack_database_args
 from tests.integration.test_generated_configs import materialize
 from tests.servers import free_port
 
@@ -180,7 +182,8 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     argv = stack_command(
         *STACK_ARGS,
         "--port", str(port), "--state-dir", str(state_dir),
-        "--env", f"SQLITE_PATH={state_dir / 'db.sqlite3'}",
+        # Production's shape: the app reaches PostgreSQL through PgBouncer.
+        *stack_database_args(pgbouncer=True),
     )  # fmt: skip
     with open(state_dir / "runner.log", "wb") as log:
         proc = subprocess.Popen(
@@ -265,7 +268,7 @@ def test_deploy_sh_rolling_restart_loses_nothing_for_keep_alive_clients(
         time.sleep(1.5)
     stats = load.stats
     stats.report()
-    posts = check_posts(stats, live_stack.dir / "db.sqlite3")
+    posts = check_posts(stats, stack_database(live_stack.dir))
     print(f"[deploy-sh-ka] rolling-restart took {took:.1f}s; {posts.line()}")
     if stats.failed():
         print(f"[deploy-sh-ka] first failures: {[(o.kind, o.cause) for o in stats.failed()[:5]]}")

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from tests.e2e.helpers import (
     percentile,
     request,
 )
+from tests.example_db import use_sqlite
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +70,36 @@ def upstream_of(stack: Stack, tag: str) -> dict[str, str]:
 
 
 # --- a. sessions ------------------------------------------------------------------------------
+def test_a0_stack_json_records_postgres_behind_pgbouncer(healthy: Stack) -> None:
+    """The stack runs the example on its own PostgreSQL through PgBouncer: stack.json lists
+    both (passwords redacted), every replica's DATABASE_URL is PgBouncer's, and the database
+    behind it is migrated (the demo user exists)."""
+    state = healthy.state()
+    if use_sqlite():  # ARENA_TEST_SQLITE=1: the state directory's SQLite file
+        assert (state.get("databases"), state.get("pgbouncer")) == ([], None)
+        assert healthy.database() == healthy.dir / "db.sqlite3"
+        return
+    import psycopg
+
+    databases = [(d["name"], d["role"], d["state"]) for d in state["databases"]]
+    assert databases == [("postgres", "primary", "running")]
+    bouncer = state["pgbouncer"]
+    assert (bouncer["state"], bouncer["pool_mode"]) == ("running", "transaction")
+    url = healthy.database()
+    assert isinstance(url, str)
+    password = url.split("@")[0].rsplit(":", 1)[1]
+    assert password not in json.dumps(state)
+    assert ":***@" in state["databases"][0]["url"]
+    for replica in state["replicas"]:
+        raw = Path(f"/proc/{replica['pid']}/environ").read_bytes().split(b"\0")
+        env = dict(item.decode().partition("=")[::2] for item in raw if b"=" in item)
+        assert f"127.0.0.1:{bouncer['port']}/" in env["DATABASE_URL"], replica["name"]
+        assert env["DATABASE_PGBOUNCER"] == "1", replica["name"]
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        row = conn.execute("SELECT count(*) FROM auth_user WHERE username = 'demo'").fetchone()
+    assert row == (1,)
+
+
 def test_a_session_from_replica_1_is_valid_everywhere(healthy: Stack) -> None:
     """A session created through web-1 authenticates on every replica, directly and via nginx."""
     ports = healthy.replica_ports()
@@ -317,7 +349,7 @@ def test_f_graceful_stop_keepalive_clients(healthy: Stack) -> None:
         time.sleep(1.5)
     stats = load.stats
     stats.report()
-    posts = check_posts(stats, healthy.dir / "db.sqlite3")
+    posts = check_posts(stats, healthy.database())
     print(f"[f-graceful-ka] stop took {stop_seconds:.1f}s; {posts.line()}")
     print(f"[f-graceful-ka] served before={dict(stats.served(until=stopped_at))}")
     assert stats.failed() == [], stats.causes()
@@ -383,7 +415,7 @@ def test_g_rolling_restart_sighup_keepalive_clients(healthy: Stack) -> None:
         time.sleep(1.5)
     stats = load.stats
     stats.report()
-    posts = check_posts(stats, healthy.dir / "db.sqlite3")
+    posts = check_posts(stats, healthy.database())
     print(f"[g-rolling-ka] restart took {took:.1f}s; {posts.line()}")
     if stats.failed():
         print(f"[g-rolling-ka] first failures: {[(o.kind, o.cause) for o in stats.failed()[:5]]}")

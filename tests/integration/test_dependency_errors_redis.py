@@ -27,7 +27,8 @@ from django.urls import path
 
 from django_arena_scale.health._builtin import memory_status, redis_checks
 from django_arena_scale.health._runner import Runner
-from tests.example_app import DEMO_PASSWORD, DEMO_USER, ExampleServer, example_env, migrate
+from tests.example_app import DEMO_PASSWORD, DEMO_USER, ExampleServer, example_env
+from tests.example_db import ExampleDatabase, ExampleDatabases
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -83,10 +84,9 @@ def unfill(server: RedisServer) -> None:
 
 # --- the example project under real servers ---------------------------------------------------
 @pytest.fixture(scope="module")
-def example_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("deps") / "db.sqlite3"
-    migrate(example_env(db))
-    return db
+def example_db(example_databases: ExampleDatabases) -> Iterator[ExampleDatabase]:
+    with example_databases.database("deps") as db:
+        yield db
 
 
 class Answered503:
@@ -104,7 +104,10 @@ class Answered503:
 
 @pytest.fixture(params=["gunicorn", "uvicorn"])
 def served(
-    request: pytest.FixtureRequest, example_db: Path, fresh_redis: RedisServer, tmp_path: Path
+    request: pytest.FixtureRequest,
+    example_db: ExampleDatabase,
+    fresh_redis: RedisServer,
+    tmp_path: Path,
 ) -> Iterator[tuple[ExampleServer, httpx.Client]]:
     env = example_env(
         example_db,

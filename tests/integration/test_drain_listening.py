@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import EXAMPLE, stack_env
+from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -41,19 +42,17 @@ SOON = 10.0
 class Server:
     """gunicorn with the lifecycle hooks serving example_project, 2 workers, a drain file."""
 
-    def __init__(self, tmp: Path, *, asgi: bool, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, tmp: Path, db: ExampleDatabase, *, asgi: bool, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.drain_file = tmp / "replica.drain"
         config = tmp / "gunicorn.conf.py"
         config.write_text(CONFIG)
         env = stack_env()
-        env["SQLITE_PATH"] = str(tmp / "db.sqlite3")
+        env.update(db.env())  # migrated
         env["ARENA_SCALE_DRAIN_FILE"] = str(self.drain_file)
         env.pop("REDIS_URL", None)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=EXAMPLE, env=env, check=True, capture_output=True,
-        )  # fmt: skip
         argv = [
             sys.executable, "-m", "gunicorn", "--config", str(config),
             "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--graceful-timeout", "5",
@@ -123,8 +122,10 @@ class Server:
 
 
 @pytest.fixture(params=["gthread", "uvicorn"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path, asgi=request.param == "uvicorn")
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path, example_database: ExampleDatabase
+) -> Iterator[Server]:
+    running = Server(tmp_path, example_database, asgi=request.param == "uvicorn")
     try:
         yield running
     finally:
@@ -254,10 +255,12 @@ def test_no_connection_is_reset_when_the_replica_stops_listening(server: Server)
 
 
 @pytest.fixture(params=["gthread", "uvicorn"])
-def recycling(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+def recycling(
+    request: pytest.FixtureRequest, tmp_path: Path, example_database: ExampleDatabase
+) -> Iterator[Server]:
     """Workers that leave after 40 requests (max_requests), with a 3 s keep-alive."""
     extra = ("--max-requests", "40", "--max-requests-jitter", "0", "--keep-alive", "3")
-    running = Server(tmp_path, asgi=request.param == "uvicorn", extra=extra)
+    running = Server(tmp_path, example_database, asgi=request.param == "uvicorn", extra=extra)
     try:
         yield running
     finally:

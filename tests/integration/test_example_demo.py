@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.example_app import EXAMPLE_DIR, ExampleServer, example_env, login, migrate
+from tests.example_app import EXAMPLE_DIR, ExampleServer, example_env, login
+from tests.example_db import ExampleDatabase, ExampleDatabases
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -35,15 +36,16 @@ def voice_tokens(model: str, prompt: str, count: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def example_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("demo") / "db.sqlite3"
-    migrate(example_env(path))
-    return path
+def example_db(example_databases: ExampleDatabases) -> Iterator[ExampleDatabase]:
+    with example_databases.database("demo") as db:
+        yield db
 
 
 @pytest.fixture(scope="module", params=["gunicorn", "uvicorn"])
 def server(
-    request: pytest.FixtureRequest, example_db: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    example_db: ExampleDatabase,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ExampleServer]:
     log = tmp_path_factory.mktemp("logs") / f"{request.param}.log"
     env = example_env(example_db, ARENA_REPLICA_NAME=f"demo-{request.param}")
@@ -88,7 +90,9 @@ def test_demo_page_is_served_with_its_static_files_named(
     assert 'aria-live="polite"' in html
 
 
-def test_demo_page_hides_a_password_the_operator_chose(example_db: Path, tmp_path: Path) -> None:
+def test_demo_page_hides_a_password_the_operator_chose(
+    example_db: ExampleDatabase, tmp_path: Path
+) -> None:
     """A non-default ARENA_DEMO_PASSWORD is a secret: the page never prints it."""
     env = example_env(example_db, ARENA_DEMO_PASSWORD="an-operator-secret")
     with ExampleServer("gunicorn", env, tmp_path / "g.log") as srv:
@@ -184,7 +188,7 @@ def test_stack_panel_without_redis_shows_this_process(client: httpx.Client) -> N
 
 
 def test_stack_panel_shows_every_replica_through_redis_and_nothing_internal(
-    example_db: Path, tmp_path: Path
+    example_db: ExampleDatabase, tmp_path: Path
 ) -> None:
     """Two replica processes (WSGI and ASGI) on one Redis: either one's panel lists both, with
     their open streams; the body holds names, states and counts, never an address or port."""

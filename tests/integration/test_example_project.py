@@ -12,7 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.example_app import ExampleServer, example_env, login, migrate
+from tests.example_app import ExampleServer, example_env, login
+from tests.example_db import ExampleDatabase, ExampleDatabases
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -21,16 +22,17 @@ WS_TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="module")
-def example_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite database (with the demo user) shared by the module's servers."""
-    path = tmp_path_factory.mktemp("example") / "db.sqlite3"
-    migrate(example_env(path))
-    return path
+def example_db(example_databases: ExampleDatabases) -> Iterator[ExampleDatabase]:
+    """A migrated database (with the demo user) shared by the module's servers."""
+    with example_databases.database("example") as db:
+        yield db
 
 
 @pytest.fixture(scope="module", params=["gunicorn", "uvicorn"])
 def server(
-    request: pytest.FixtureRequest, example_db: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    example_db: ExampleDatabase,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ExampleServer]:
     """The example project served by gunicorn (gthread) or uvicorn."""
     log = tmp_path_factory.mktemp("logs") / f"{request.param}.log"
@@ -40,7 +42,7 @@ def server(
 
 @pytest.fixture(scope="module")
 def asgi_server(
-    example_db: Path, tmp_path_factory: pytest.TempPathFactory
+    example_db: ExampleDatabase, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ExampleServer]:
     """The example project under uvicorn, for WebSockets."""
     log = tmp_path_factory.mktemp("logs") / "uvicorn-ws.log"
@@ -222,7 +224,7 @@ def shared_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="module")
 def replicas(
-    example_db: Path, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    example_db: ExampleDatabase, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ExampleServer, ExampleServer]]:
     """A gunicorn and a uvicorn replica sharing the database and Redis (cache/sessions/channels)."""
     logs = tmp_path_factory.mktemp("replica-logs")

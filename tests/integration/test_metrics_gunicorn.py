@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from django_arena_scale.deploy._server import HOOKS_IMPORT
 from tests.e2e.helpers import EXAMPLE, stack_env
+from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,9 @@ PATIENCE = 60.0
 
 
 class Server:
-    def __init__(self, tmp: Path, *, asgi: bool, preload: bool = False) -> None:
+    def __init__(
+        self, tmp: Path, db: ExampleDatabase, *, asgi: bool, preload: bool = False
+    ) -> None:
         self.port = free_port()
         self.preload = preload
         self.metrics_dir = tmp / "metrics"
@@ -54,7 +57,7 @@ class Server:
         config = tmp / "gunicorn.conf.py"
         config.write_text(CONFIG + f"preload_app = {preload!r}\n")
         env = stack_env()
-        env["SQLITE_PATH"] = str(tmp / "db.sqlite3")
+        env.update(db.env())  # migrated
         # With preload_app the master imports the app before on_starting: the directory does
         # not exist yet, so only the config's own preparation (at load time) lets it start.
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
@@ -62,10 +65,6 @@ class Server:
         env["LOG_FORMAT"] = "json"
         env["LOG_LEVEL"] = "WARNING"
         env.pop("REDIS_URL", None)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=EXAMPLE, env=env, check=True, capture_output=True,
-        )  # fmt: skip
         argv = [
             sys.executable, "-m", "gunicorn", "--config", str(config),
             "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--graceful-timeout", "5",
@@ -124,9 +123,14 @@ class Server:
 
 
 @pytest.fixture(params=["gthread", "gthread-preload", "uvicorn"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path, example_database: ExampleDatabase
+) -> Iterator[Server]:
     running = Server(
-        tmp_path, asgi=request.param == "uvicorn", preload=request.param.endswith("preload")
+        tmp_path,
+        example_database,
+        asgi=request.param == "uvicorn",
+        preload=request.param.endswith("preload"),
     )
     try:
         yield running

@@ -27,6 +27,7 @@ import pytest
 
 from django_arena_scale.health._builtin import redis_checks
 from django_arena_scale.health._runner import Runner
+from tests.example_db import ExampleDatabase
 from tests.servers import RedisServer, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -172,7 +173,9 @@ def test_channel_layer_round_trip_check(settings: Any, fresh_redis: RedisServer)
 class Gunicorn:
     """One gunicorn worker serving the example project on a free loopback port."""
 
-    def __init__(self, redis_url: str, workdir: Path, **extra_env: str) -> None:
+    def __init__(
+        self, redis_url: str, workdir: Path, db: ExampleDatabase, **extra_env: str
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -180,7 +183,7 @@ class Gunicorn:
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "example_project")]),
             "DJANGO_SETTINGS_MODULE": "arena_project.settings",
             "REDIS_URL": redis_url,
-            "SQLITE_PATH": str(workdir / "db.sqlite3"),
+            **db.env(),
             "ARENA_SCALE_CHECK_CACHE_TTL": "0.2",
             "ARENA_SCALE_READY_DEADLINE": str(DEADLINE),
             "ARENA_SCALE_STATUS_TOKEN": TOKEN,
@@ -246,14 +249,20 @@ def _serve(server: Gunicorn) -> Iterator[Gunicorn]:
 
 
 @pytest.fixture
-def app(fresh_redis: RedisServer, tmp_path: Path) -> Iterator[Gunicorn]:
-    yield from _serve(Gunicorn(fresh_redis.url, tmp_path))
+def app(
+    fresh_redis: RedisServer, tmp_path: Path, example_database: ExampleDatabase
+) -> Iterator[Gunicorn]:
+    yield from _serve(Gunicorn(fresh_redis.url, tmp_path, example_database))
 
 
 @pytest.fixture
-def app_include_shared(fresh_redis: RedisServer, tmp_path: Path) -> Iterator[Gunicorn]:
+def app_include_shared(
+    fresh_redis: RedisServer, tmp_path: Path, example_database: ExampleDatabase
+) -> Iterator[Gunicorn]:
     """The example project with shared checks opted back into readiness."""
-    yield from _serve(Gunicorn(fresh_redis.url, tmp_path, ARENA_SCALE_READY_INCLUDE_SHARED="1"))
+    yield from _serve(
+        Gunicorn(fresh_redis.url, tmp_path, example_database, ARENA_SCALE_READY_INCLUDE_SHARED="1")
+    )
 
 
 def _redis_status(app: Gunicorn) -> dict[str, tuple[str, str | None, bool]]:

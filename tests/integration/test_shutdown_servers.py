@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.e2e.helpers import EXAMPLE, SSEClient, stack_env
+from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -42,18 +43,14 @@ def record(sender):
 
 
 class Server:
-    def __init__(self, tmp: Path, *, asgi: bool) -> None:
+    def __init__(self, tmp: Path, db: ExampleDatabase, *, asgi: bool) -> None:
         self.port = free_port()
         self.marker = tmp / "hooks.log"
         config = tmp / "gunicorn.conf.py"
         config.write_text(CONFIG.format(marker=str(self.marker)))
         env = stack_env()
-        env["SQLITE_PATH"] = str(tmp / "db.sqlite3")
+        env.update(db.env())  # migrated
         env.pop("REDIS_URL", None)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=EXAMPLE, env=env, check=True, capture_output=True,
-        )  # fmt: skip
         argv = [
             sys.executable, "-m", "gunicorn", "--config", str(config),
             "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
@@ -106,8 +103,8 @@ class Server:
 
 
 @pytest.fixture
-def asgi_server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path, asgi=True)
+def asgi_server(tmp_path: Path, example_database: ExampleDatabase) -> Iterator[Server]:
+    server = Server(tmp_path, example_database, asgi=True)
     try:
         yield server
     finally:
@@ -115,8 +112,8 @@ def asgi_server(tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def wsgi_server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path, asgi=False)
+def wsgi_server(tmp_path: Path, example_database: ExampleDatabase) -> Iterator[Server]:
+    server = Server(tmp_path, example_database, asgi=False)
     try:
         yield server
     finally:

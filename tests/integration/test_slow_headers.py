@@ -26,7 +26,8 @@ import yaml
 
 from django_arena_scale.deploy import _k8s as k8s
 from django_arena_scale.deploy._spec import DeploymentSpec
-from tests.example_app import EXAMPLE_DIR, example_env, migrate
+from tests.example_app import EXAMPLE_DIR, example_env
+from tests.example_db import ExampleDatabase
 from tests.servers import _started, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -79,9 +80,10 @@ def spec() -> DeploymentSpec:
 
 
 @pytest.fixture
-def gthread_server(spec: DeploymentSpec, tmp_path: Path) -> Iterator[tuple[int, Any]]:
-    env = example_env(tmp_path / "db.sqlite3", ALLOWED_HOSTS="127.0.0.1,localhost")
-    migrate(env)
+def gthread_server(
+    spec: DeploymentSpec, tmp_path: Path, example_database: ExampleDatabase
+) -> Iterator[tuple[int, Any]]:
+    env = example_env(example_database, ALLOWED_HOSTS="127.0.0.1,localhost")
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text(HOOKS)
     port = free_port()

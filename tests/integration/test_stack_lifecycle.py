@@ -21,6 +21,7 @@ from tests.e2e.helpers import (
     stack_pids,
     wait_until,
 )
+from tests.example_db import stack_database_args, use_sqlite
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,7 @@ def test_run_lb_stack_action_restart_then_ctrl_c_leaves_nothing(tmp_path: Path) 
     argv = stack_command(
         "--replicas", "1", "--topology", "single", "--app-server", "uvicorn",
         "--workers", "1", "--port", str(port), "--state-dir", str(tmp_path),
+        *stack_database_args(pgbouncer=False),
     )  # fmt: skip
     env = {**stack_env(), "STATIC_ROOT": str(tmp_path / "static-root")}
     with open(tmp_path / "runner.log", "wb") as log:
@@ -54,7 +56,8 @@ def test_run_lb_stack_action_restart_then_ctrl_c_leaves_nothing(tmp_path: Path) 
             css_answer.status, css_answer.getheader("Content-Type", ""), css_answer.read(),
         )  # fmt: skip
         css.close()
-        before = json.loads((tmp_path / "stack.json").read_text())["replicas"][0]["pid"]
+        started = json.loads((tmp_path / "stack.json").read_text())
+        before = started["replicas"][0]["pid"]
         result = run_stack("--state-dir", str(tmp_path), "--action", "restart", "--target", "web-1")
         after = json.loads((tmp_path / "stack.json").read_text())["replicas"][0]
         status, body = get_json(port, "/api/whoami/")
@@ -75,6 +78,9 @@ def test_run_lb_stack_action_restart_then_ctrl_c_leaves_nothing(tmp_path: Path) 
     assert css_body == (EXAMPLE / "arena" / "static" / "arena" / "arena.css").read_bytes()
     assert "Stack ready: http://127.0.0.1:" in output
     assert proc.returncode == 0
+    # stack.json records the PostgreSQL primary; stack_pids() counts it, so it is gone too.
+    databases = [(d["role"], d["state"]) for d in started.get("databases", [])]
+    assert databases == ([] if use_sqlite() else [("primary", "running")])
     assert [p for p in pids if pid_alive(p)] == []
 
 

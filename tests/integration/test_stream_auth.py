@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from tests.example_app import DEMO_USER, ExampleServer, example_env, login, migrate
+from tests.example_app import DEMO_USER, ExampleServer, example_env, login
+from tests.example_db import ExampleDatabases
 from tests.integration.test_example_project import sse_events
 from tests.servers import RedisServer
 
@@ -30,14 +30,14 @@ def server(
     request: pytest.FixtureRequest,
     sessions_redis: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
+    example_databases: ExampleDatabases,
 ) -> Iterator[ExampleServer]:
     """The example under uvicorn (fast path) or gunicorn (Django's stack), Redis sessions."""
-    db: Path = tmp_path_factory.mktemp("stream-auth") / "db.sqlite3"
-    env = example_env(db, SESSION_REDIS_URL=sessions_redis.url)
-    migrate(env)
     log = tmp_path_factory.mktemp("logs") / f"{request.param}-auth.log"
-    with ExampleServer(request.param, env, log) as srv:
-        yield srv
+    with example_databases.database("stream_auth") as db:
+        env = example_env(db, SESSION_REDIS_URL=sessions_redis.url)
+        with ExampleServer(request.param, env, log) as srv:
+            yield srv
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.example_app import EXAMPLE_DIR, ExampleServer, example_env, migrate
+from tests.example_app import EXAMPLE_DIR, ExampleServer, example_env
+from tests.example_db import ExampleDatabases
 from tests.servers import _started, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -55,11 +56,14 @@ class GunicornUvicornServer(ExampleServer):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, example_databases: ExampleDatabases
+) -> Iterator[ExampleServer]:
     tmp = tmp_path_factory.mktemp("ws-limits")
-    env = example_env(tmp / "db.sqlite3")
-    migrate(env)
-    with GunicornUvicornServer(env, tmp / "gunicorn.log") as srv:
+    with (
+        example_databases.database("ws_limits") as db,
+        GunicornUvicornServer(example_env(db), tmp / "gunicorn.log") as srv,
+    ):
         yield srv
 
 
