@@ -23,7 +23,8 @@ import psutil
 import pytest
 
 from django_arena_scale.deploy._server import HOOKS_IMPORT
-from tests.example_app import EXAMPLE_DIR, example_env, migrate
+from tests.example_app import EXAMPLE_DIR, example_env
+from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -57,15 +58,14 @@ def _status_pid(conn: http.client.HTTPConnection, *, close: bool) -> int:
 
 @pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
 def test_retiring_worker_is_replaced_while_it_still_serves_its_connections(
-    tmp_path: Path, preload: bool
+    tmp_path: Path, preload: bool, example_database: ExampleDatabase
 ) -> None:
     env = example_env(
-        tmp_path / "db.sqlite3",
+        example_database,
         ARENA_SCALE_STATUS_TOKEN=TOKEN,
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
         LOG_LEVEL="WARNING",
     )
-    migrate(env)
     config = tmp_path / "gunicorn.conf.py"
     config.write_text(_config(preload))
     port = free_port()
