@@ -22,8 +22,8 @@ if __name__ == "__config__":
 wsgi_app = "config.wsgi:application"
 bind = ["0.0.0.0:8000"]
 worker_class = "gthread"
-workers = 4
-threads = 2
+workers = 2
+threads = 4
 # A worker that stops notifying the master this long is killed; the notification runs
 # in the worker's main loop, so a slow LLM request never counts against it.
 timeout = 30
@@ -33,8 +33,8 @@ graceful_timeout = 30
 # Longer than nginx's upstream keepalive_timeout (8s), so nginx closes idle
 # connections first and never reuses one the server is closing.
 keepalive = 13
-max_requests = 1000
-max_requests_jitter = 100
+max_requests = 10000
+max_requests_jitter = 1000
 # The master imports the app once and forks every worker from it: a worker
 # recycled by max_requests starts in milliseconds instead of importing Django again
 # (at a few hundred requests a second per worker that import halved throughput),

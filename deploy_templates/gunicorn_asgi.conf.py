@@ -33,8 +33,8 @@ graceful_timeout = 30
 # Longer than nginx's upstream keepalive_timeout (8s), so nginx closes idle
 # connections first and never reuses one the server is closing.
 keepalive = 13
-max_requests = 1000
-max_requests_jitter = 100
+max_requests = 10000
+max_requests_jitter = 1000
 # Heartbeat files on tmpfs: a slow container disk must not look like a hung worker.
 worker_tmp_dir = "/dev/shm"
 # Only nginx can reach the replicas, so its X-Forwarded-* headers are believed.

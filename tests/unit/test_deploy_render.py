@@ -392,7 +392,7 @@ def test_capacity_report_numbers() -> None:
     """The report shows workers, requests, streams, DB budget and memory."""
     text = report(DeploymentSpec())
     for fragment in (
-        "40 API processes, 80 threads",
+        "20 API processes, 80 threads",
         "concurrent requests: 80",
         "stream capacity: 400",
         "85 needed",

@@ -146,10 +146,16 @@ class SpecFields:
         "gunicorn",
         "uvicorn",
     )
-    workers: int = _int(4, "server worker processes per API replica", 1, 64)
-    threads: int = _int(2, "threads per gthread worker", 1, 64)
+    # 2 x 4, not the reference design's 4 x 2: the same 8 requests at once per replica, with
+    # half the processes on its one CPU (cpu_limit): less CPU per request and half the memory
+    # (bench/throughput.py, docs/benchmarks/throughput.md).
+    workers: int = _int(2, "server worker processes per API replica", 1, 64)
+    threads: int = _int(4, "threads per gthread worker", 1, 64)
+    # 10,000, not 1,000: a recycled worker costs a fork and its first requests' set-up (about
+    # 0.2 s of CPU); at a few hundred requests a second per worker, 1,000 recycled each worker
+    # every few seconds and cost a third of the replica's CPU.
     max_requests: int = _int(
-        1000, "restart a worker after this many requests (0: never)", 0, 1_000_000
+        10_000, "restart a worker after this many requests (0: never)", 0, 1_000_000
     )
     wsgi_app: str = _str("config.wsgi:application", "WSGI application", "app")
     asgi_app: str = _str("config.asgi:application", "ASGI application", "app")
