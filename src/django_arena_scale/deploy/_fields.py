@@ -191,8 +191,8 @@ class SpecFields:
     resolver: str = _str("127.0.0.11", "DNS resolver for the oss-1.28 profile", "ip")
     log_format: str = _choice(
         "text",
-        "json: one JSON object per line in nginx's access log, LOG_FORMAT=json for the app,"
-        " no second access log from gunicorn",
+        "json: one JSON object per line in nginx's access log and LOG_FORMAT=json for the app"
+        " (gunicorn writes no access log in either format)",
         "text",
         "json",
     )
