@@ -10,6 +10,10 @@ In one run, on the same CPUs, against the same Redis and the same database:
 * **by hand**: ``gunicorn arena_project.wsgi -w <cpus>`` (sync workers), direct, with the
   environment of one stack replica.
 
+``--set FIELD=VALUE`` changes a DeploymentSpec field of the stack; ``--variant
+FIELD=VALUE,...`` (repeatable) adds another stack with those fields, measured in the same
+interleaved rounds, so two server layouts are compared on the same machine at the same time.
+
 Endpoints: ``/api/ping/`` (trivial view), ``/api/whoami/`` with a logged-in session (session +
 user load) and ``/api/messages/`` (a database read).  Rounds alternate the order; the medians are
 printed with p99 latency, the RSS of each replica and of the by-hand server, and the ratios
@@ -52,10 +56,12 @@ ENDPOINTS = (
 
 
 @contextlib.contextmanager
-def generated_stack(replicas: int, fields: dict[str, Any]) -> Iterator[LocalStack]:
+def generated_stack(
+    replicas: int, fields: dict[str, Any], *, start: int = 25000
+) -> Iterator[LocalStack]:
     env = {"ARENA_DEMO_USER": DEMO["username"], "ARENA_DEMO_PASSWORD": DEMO["password"]}
     with local_stack(
-        start=25000, prefix="arena-bench-throughput-", env=env, replicas=replicas, **fields
+        start=start, prefix="arena-bench-throughput-", env=env, replicas=replicas, **fields
     ) as stack:
         yield stack
 
@@ -145,6 +151,19 @@ def parse_sets(values: list[str]) -> dict[str, Any]:
     return fields
 
 
+def stack_parts(stack: LocalStack) -> dict[str, list[int]]:
+    """The process trees of a stack whose CPU is counted: nginx, the API replicas, Redis."""
+    return {
+        "nginx": [stack.nginx.pid] if stack.nginx and stack.nginx.pid else [],
+        "API replicas": [
+            r.process.pid
+            for n, r in stack.replicas.items()
+            if n in stack.spec.web_names and r.process.pid
+        ],
+        "redis": [r.process.pid for r in stack.redis.values() if r.process.pid],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -159,64 +178,70 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="a DeploymentSpec field of the stack (repeatable), e.g. --set workers=2",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE[,FIELD=VALUE]",
+        help="one more stack with these fields besides --set, measured in the same rounds "
+        "(repeatable), e.g. --variant workers=1,threads=8",
+    )
     args = parser.parse_args()
     overrides = parse_sets(args.set)
+    variants = {f"stack {v}": {**overrides, **parse_sets(v.split(","))} for v in args.variant}
 
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     #: (endpoint, part) -> CPU microseconds per request, one entry per round
     cpu: dict[tuple[str, str], list[float]] = {}
+    memory: dict[str, tuple[float, float]] = {}
     load_before = os.getloadavg()
-    with generated_stack(args.replicas, overrides) as stack:
+    with contextlib.ExitStack() as running:
+        stack = running.enter_context(generated_stack(args.replicas, overrides))
+        stacks = {"stack": stack}
+        for offset, (side, fields) in enumerate(variants.items(), start=1):
+            stacks[side] = running.enter_context(
+                generated_stack(args.replicas, fields, start=25000 + 100 * offset)
+            )
         api = stack.spec.web_names[0]
-        with by_hand(stack.replica_env(api), args.workers) as (port, hand):
-            urls = {"stack": stack.url.rstrip("/"), "by hand": f"http://127.0.0.1:{port}"}
-            parts: dict[str, dict[str, list[int]]] = {
-                "stack": {
-                    "nginx": [stack.nginx.pid] if stack.nginx and stack.nginx.pid else [],
-                    "API replicas": [
-                        r.process.pid
-                        for n, r in stack.replicas.items()
-                        if n in stack.spec.web_names and r.process.pid
-                    ],
-                    "redis": [r.process.pid for r in stack.redis.values() if r.process.pid],
-                },
-                "by hand": {
-                    "server": [hand.pid],
-                    "redis": [r.process.pid for r in stack.redis.values() if r.process.pid],
-                },
-            }
-            cookie = login(urls["stack"])
-            for base in urls.values():  # warm every worker's imports and pools
-                for _, path, session in ENDPOINTS:
-                    headers = [f"Cookie: {cookie}"] if session else []
-                    wrk(base + path, duration=2, connections=args.connections, headers=headers)
-            for i in range(args.rounds):
-                sides = list(urls.items())
-                for side, base in sides if i % 2 == 0 else reversed(sides):
-                    for name, path, session in ENDPOINTS:
-                        headers = [f"Cookie: {cookie}"] if session else []
-                        before = {part: cpu_seconds(p) for part, p in parts[side].items()}
-                        result = wrk(
-                            base + path,
-                            duration=args.duration,
-                            connections=args.connections,
-                            headers=headers,
-                            latency=True,
+        port, hand = running.enter_context(by_hand(stack.replica_env(api), args.workers))
+        urls = {side: s.url.rstrip("/") for side, s in stacks.items()}
+        urls["by hand"] = f"http://127.0.0.1:{port}"
+        parts = {side: stack_parts(s) for side, s in stacks.items()}
+        parts["by hand"] = {"server": [hand.pid], "redis": parts["stack"]["redis"]}
+        # Each stack keeps its sessions in its own Redis; by hand shares the first stack's.
+        cookies = {side: login(url) for side, url in urls.items() if side != "by hand"}
+        cookies["by hand"] = cookies["stack"]
+        for side, base in urls.items():  # warm every worker's imports and pools
+            for _, path, session in ENDPOINTS:
+                headers = [f"Cookie: {cookies[side]}"] if session else []
+                wrk(base + path, duration=2, connections=args.connections, headers=headers)
+        for i in range(args.rounds):
+            sides = list(urls.items())
+            for side, base in sides if i % 2 == 0 else reversed(sides):
+                for name, path, session in ENDPOINTS:
+                    headers = [f"Cookie: {cookies[side]}"] if session else []
+                    before = {part: cpu_seconds(p) for part, p in parts[side].items()}
+                    result = wrk(
+                        base + path,
+                        duration=args.duration,
+                        connections=args.connections,
+                        headers=headers,
+                        latency=True,
+                    )
+                    results.setdefault((side, name), []).append(
+                        (result.rps, result.p99_ms or float("nan"))
+                    )
+                    for part, pids in parts[side].items():
+                        used = cpu_seconds(pids) - before[part]
+                        cpu.setdefault((name, f"{side}: {part}"), []).append(
+                            used / max(1, result.requests) * 1e6
                         )
-                        results.setdefault((side, name), []).append(
-                            (result.rps, result.p99_ms or float("nan"))
-                        )
-                        for part, pids in parts[side].items():
-                            used = cpu_seconds(pids) - before[part]
-                            cpu.setdefault((name, f"{side}: {part}"), []).append(
-                                used / max(1, result.requests) * 1e6
-                            )
-            memory = {
-                name: memory_mib(replica.process.pid)
-                for name, replica in stack.replicas.items()
-                if replica.process.pid
-            }
-            memory["by hand"] = memory_mib(hand.pid)
+        for side, s in stacks.items():
+            for name, replica in s.replicas.items():
+                if replica.process.pid:
+                    key = name if side == "stack" else f"{side} {name}"
+                    memory[key] = memory_mib(replica.process.pid)
+        memory["by hand"] = memory_mib(hand.pid)
     load_after = os.getloadavg()
 
     cpus = os.cpu_count() or 1
@@ -227,17 +252,19 @@ def main() -> None:
         f"(generated configs, spec {spec_note}), by hand = gunicorn -w {args.workers} sync, "
         f"direct; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
-    print(f"{'endpoint':<16}{'by hand req/s':>14}{'p99 ms':>8}{'stack req/s':>13}{'p99 ms':>8}"
-          f"{'ratio':>7}{'stack req/s/CPU':>17}")  # fmt: skip
-    for name, _, _ in ENDPOINTS:
-        hand_rps = statistics.median(r for r, _ in results[("by hand", name)])
-        hand_p99 = statistics.median(p for _, p in results[("by hand", name)])
-        stack_rps = statistics.median(r for r, _ in results[("stack", name)])
-        stack_p99 = statistics.median(p for _, p in results[("stack", name)])
-        print(
-            f"{name:<16}{hand_rps:>14,.0f}{hand_p99:>8.1f}{stack_rps:>13,.0f}{stack_p99:>8.1f}"
-            f"{stack_rps / hand_rps:>7.2f}{stack_rps / cpus:>17,.0f}"
-        )
+    for side in stacks:
+        print(f"{side}:")
+        print(f"{'endpoint':<16}{'by hand req/s':>14}{'p99 ms':>8}{'stack req/s':>13}"
+              f"{'p99 ms':>8}{'ratio':>7}{'stack req/s/CPU':>17}")  # fmt: skip
+        for name, _, _ in ENDPOINTS:
+            hand_rps = statistics.median(r for r, _ in results[("by hand", name)])
+            hand_p99 = statistics.median(p for _, p in results[("by hand", name)])
+            stack_rps = statistics.median(r for r, _ in results[(side, name)])
+            stack_p99 = statistics.median(p for _, p in results[(side, name)])
+            print(
+                f"{name:<16}{hand_rps:>14,.0f}{hand_p99:>8.1f}{stack_rps:>13,.0f}"
+                f"{stack_p99:>8.1f}{stack_rps / hand_rps:>7.2f}{stack_rps / cpus:>17,.0f}"
+            )
     print("CPU per request (us, median of rounds; wrk's own CPU not included):")
     for name, _, _ in ENDPOINTS:
         row = {part: statistics.median(v) for (n, part), v in cpu.items() if n == name}
