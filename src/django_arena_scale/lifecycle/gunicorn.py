@@ -147,7 +147,6 @@ def post_worker_init(worker: Any) -> None:
     get_hooks().reset()
     _beat_on_notify(worker)
     _close_connections_on_drain(worker)
-    _mark_retiring(worker)
     _drain_on_sigterm(worker)
     _start_warmups()
 
@@ -289,7 +288,9 @@ def _close_connections_on_drain(worker: Any) -> None:
     connections for their whole keep-alive timeout instead of gunicorn's short linger: the
     proxy closes them first (its timeout is shorter), so none is closed from this side under
     a request the proxy is sending.  Requests that arrive meanwhile are answered with
-    ``Connection: close`` (gunicorn does that while stopping).
+    ``Connection: close`` (gunicorn does that while stopping).  A worker that retires at
+    ``max_requests`` outside a drain tells the master after that request, so its successor
+    starts at once (:func:`_mark_retiring`).
     """
     original = getattr(worker, "handle_request", None)
     if original is None or getattr(original, "_arena_drain", False):
@@ -300,13 +301,21 @@ def _close_connections_on_drain(worker: Any) -> None:
     if module is not None and hasattr(module, "STOP_KEEPALIVE_LINGER"):
         module.STOP_KEEPALIVE_LINGER = float(getattr(worker.cfg, "keepalive", 2) or 2)
     lifecycle = get_lifecycle()
+    marked = threading.Lock()  # held once the master was told this worker retires
 
     def handle_request(req: Any, conn: Any) -> Any:
-        if getattr(worker, "_arena_draining", False) or lifecycle.draining_requested:
+        draining = getattr(worker, "_arena_draining", False) or lifecycle.draining_requested
+        if draining:
             # gunicorn answers "Connection: close" and closes after the response when the
             # request asked for it; the request's own headers are the portable switch.
             req.headers.append(("CONNECTION", "close"))
-        return original(req, conn)
+        try:
+            return original(req, conn)
+        finally:
+            # gunicorn turns alive off in this request once nr reaches max_requests.
+            retiring = not worker.alive and worker.nr >= worker.max_requests
+            if retiring and not draining and marked.acquire(blocking=False):
+                _mark_retiring(worker)
 
     handle_request._arena_drain = True  # type: ignore[attr-defined]
     worker.handle_request = handle_request
@@ -351,28 +360,9 @@ def _is_retiring(worker: Any) -> bool:
 def _mark_retiring(worker: Any) -> None:
     """Tell the master this worker is retiring: its heartbeat file (shared with the master,
     empty until now; gunicorn only changes its times) gets one byte."""
-    lifecycle = get_lifecycle()
-    original = getattr(worker, "handle_request", None)
-    if original is None or getattr(original, "_arena_retiring", False):
-        return
-    if not hasattr(worker, "set_accept_enabled") or getattr(worker, "max_requests", 0) <= 0:
-        return
-    marked = threading.Lock()
-
-    def handle_request(req: Any, conn: Any) -> Any:
-        try:
-            return original(req, conn)
-        finally:
-            retiring = not worker.alive and worker.nr >= worker.max_requests
-            draining = getattr(worker, "_arena_draining", False) or lifecycle.draining_requested
-            if retiring and not draining and marked.acquire(blocking=False):
-                with contextlib.suppress(AttributeError, OSError, ValueError):
-                    os.ftruncate(worker.tmp.fileno(), 1)
-                    worker.tmp.notify()  # the write set a wall-clock mtime: a heartbeat again
-
-    handle_request._arena_retiring = True  # type: ignore[attr-defined]
-    handle_request._arena_drain = getattr(original, "_arena_drain", False)  # type: ignore[attr-defined]
-    worker.handle_request = handle_request
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        os.ftruncate(worker.tmp.fileno(), 1)
+        worker.tmp.notify()  # the write set a wall-clock mtime: a heartbeat again
 
 
 def _beat_on_notify(worker: Any) -> None:
