@@ -76,6 +76,31 @@ def wrk(
     return WrkResult(float(rate.group(1)), int(total.group(1)), p99_ms)
 
 
+def process_tree(pid: int) -> list[Any]:
+    """The process and its descendants (psutil), gone ones skipped."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds so far of each process tree in ``pids``: its live processes and the children
+    they reaped (a worker recycled by max_requests counts with its master)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        for proc in process_tree(pid):
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 @contextlib.contextmanager
 def served(
     argv: Sequence[str],

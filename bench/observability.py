@@ -50,7 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench._load import served, wrk  # noqa: E402
+from bench._load import cpu_seconds, served, wrk  # noqa: E402
 
 from django_arena_scale.stack._host import free_port_range  # noqa: E402
 
@@ -60,19 +60,6 @@ HOOKS = (
     "from django_arena_scale.lifecycle.gunicorn import (  # noqa: F401\n"
     "    child_exit,\n    on_exit,\n    on_starting,\n)\n"
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a gunicorn master and its workers (live ones: none exits here)."""
-    import psutil
-
-    master = psutil.Process(pid)
-    total = 0.0
-    for proc in [master, *master.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 @contextlib.contextmanager
@@ -307,7 +294,7 @@ def main() -> None:
             for index in range(args.rounds):
                 order = ("on", "off") if index % 2 == 0 else ("off", "on")
                 for variant in order:
-                    cpu_before = cpu_seconds(pids[variant])
+                    cpu_before = cpu_seconds([pids[variant]])
                     result = wrk(
                         f"http://127.0.0.1:{ports[variant]}{PATH}",
                         duration=args.duration,
@@ -315,7 +302,7 @@ def main() -> None:
                         headers=[f"X-Request-ID: bench-{index}-{variant}"],
                         latency=True,
                     )
-                    cpu_us = (cpu_seconds(pids[variant]) - cpu_before) / result.requests * 1e6
+                    cpu_us = (cpu_seconds([pids[variant]]) - cpu_before) / result.requests * 1e6
                     cpu[variant].append(cpu_us)
                     rps[variant].append(result.rps)
                     p99[variant].append(result.p99_ms or 0.0)

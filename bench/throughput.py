@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
-from bench._load import local_stack, served, wrk  # noqa: E402
+from bench._load import cpu_seconds, local_stack, process_tree, served, wrk  # noqa: E402
 
 from django_arena_scale.stack._runner import (  # noqa: E402
     LocalStack,
@@ -97,31 +97,6 @@ def login(base_url: str) -> str:
     return "; ".join(c.split(";", 1)[0] for c in cookies)
 
 
-def tree(pid: int) -> list[Any]:
-    """The process and its descendants (psutil), gone ones skipped."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds so far of each process tree in ``pids``: its live processes and the children
-    they reaped (a worker recycled by max_requests counts with its master)."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        for proc in tree(pid):
-            with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
 def memory_mib(pid: int) -> tuple[float, float]:
     """(RSS, PSS) of a process tree in MiB.  RSS counts every shared page once per process; PSS
     splits shared pages between the processes that map them (preloaded workers share the
@@ -129,7 +104,7 @@ def memory_mib(pid: int) -> tuple[float, float]:
     import psutil
 
     rss = pss = 0.0
-    for proc in tree(pid):
+    for proc in process_tree(pid):
         with contextlib.suppress(psutil.Error):
             info = proc.memory_full_info()
             rss += info.rss
