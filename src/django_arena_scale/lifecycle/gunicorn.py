@@ -121,25 +121,58 @@ def on_exit(server: Any) -> None:
 
 def when_ready(server: Any) -> None:
     """Master: stop listening while the drain file exists, listen again when it is gone;
-    with ``preload_app``, import the URLconf too (its views), so a worker forked later
-    serves its first request without importing them itself."""
+    with ``preload_app``, import what Django otherwise imports on a worker's first request
+    (:func:`_import_lazy_modules`), so a worker forked later imports nothing itself."""
     if getattr(getattr(server, "cfg", None), "preload_app", False):
-        _import_urlconf()
+        _import_lazy_modules()
     _replace_retiring_workers(server)
     watcher = ListenerDrainWatcher(server, drain.server_path())
     if watcher.path:
         watcher.start()
 
 
-def _import_urlconf() -> None:
+def _import_lazy_modules() -> list[str]:
+    """Import, in the master, the modules Django imports lazily on a worker's first request.
+
+    The URLconf and its views, every cache backend (and its client: django-redis and
+    redis-py), the session engine and every database backend.  Without this each worker,
+    and each worker recycled at ``max_requests``, imported them again after the fork: with
+    django-redis that was about half a second of CPU per worker, paid while it served.  The
+    backends are built and thrown away (nothing connects: Django and django-redis connect
+    on first use); the worker builds its own.  Returns what failed to import, each logged:
+    the worker then imports it itself (and reports the error on its first request).
+    """
+    failed: list[str] = []
     try:
         from django.conf import settings
-        from django.urls import get_resolver
 
-        if settings.configured:
-            get_resolver().url_patterns  # noqa: B018 - imports the URLconf and its views
-    except Exception:  # the worker imports it (and reports the error) on its first request
-        logger.warning("Could not import the URLconf in the master.", exc_info=True)
+        if not settings.configured:
+            return failed
+    except Exception:  # pragma: no cover - Django is a dependency
+        return ["django.conf"]
+
+    def attempt(what: str, load: Any) -> None:
+        try:
+            load()
+        except Exception:
+            failed.append(what)
+            logger.warning("Could not import %s in the master.", what, exc_info=True)
+
+    from importlib import import_module
+
+    from django.core.cache import caches
+    from django.db import connections
+    from django.urls import get_resolver
+
+    attempt("the URLconf", lambda: get_resolver().url_patterns)
+    for alias in settings.CACHES:
+        attempt(f"cache {alias!r}", lambda alias=alias: caches.create_connection(alias))
+    engine = getattr(settings, "SESSION_ENGINE", "")
+    if engine:
+        attempt(f"session engine {engine!r}", lambda: import_module(engine))
+    for alias in settings.DATABASES:
+        attempt(f"database {alias!r}", lambda alias=alias: connections.create_connection(alias))
+    return failed
 
 
 def post_worker_init(worker: Any) -> None:
@@ -175,9 +208,39 @@ def worker_abort(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """After the worker left its loop (in-flight requests done): run the shutdown hooks."""
+    """After the worker left its loop (in-flight requests done): run the shutdown hooks, then
+    leave without tearing the interpreter down (:func:`_exit_without_teardown`)."""
     get_lifecycle().begin_drain()
     run_shutdown_hooks(sender="gunicorn.worker_exit")
+    if getattr(worker, "pid", None) == os.getpid():
+        _exit_without_teardown(sys.exc_info()[1])
+
+
+def _exit_without_teardown(leaving: BaseException | None) -> None:
+    """A worker leaving normally (``SystemExit`` 0) exits here, skipping the interpreter's
+    teardown; any other exit (a boot or app-load error, whose code the master acts on) is
+    left to gunicorn.
+
+    gunicorn ends a worker with ``sys.exit(0)``, and Python then frees every module and object
+    one by one.  In a worker forked from a preloaded master that touches, and so copies, every
+    page it shares with the master: about 0.3 s of CPU per worker, paid again at every
+    ``max_requests`` recycling (measured in docs/benchmarks/throughput.md).  What an exit must
+    still do is done first: the ``atexit`` handlers (error reporters flush there), the logging
+    handlers and the standard streams.  Sockets and files are closed by the kernel; the
+    metric files are shared memory, already up to date.
+    """
+    if not isinstance(leaving, SystemExit) or leaving.code not in (0, None):
+        return
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    finally:
+        os._exit(0)
 
 
 class ListenerDrainWatcher:
