@@ -108,3 +108,52 @@ def test_worker_exit_hook_only_exits_in_the_worker_itself() -> None:
         raise SystemExit(0)
     except SystemExit:
         ghooks.worker_exit(object(), Other())  # returns: not this process's worker
+
+
+_MASTER = """
+import signal, subprocess, sys
+flag = sys.argv[1]
+signal.signal(signal.SIGCHLD, lambda sig, frame: open(flag, "a").write("chld\\n"))
+child = subprocess.run([sys.executable, "-c", sys.argv[2], flag], capture_output=True, text=True)
+print(child.stdout + child.stderr, end="")
+"""
+
+_RETIRING_WORKER = """
+import os, sys, tempfile, time
+from django_arena_scale.lifecycle.gunicorn import _mark_retiring
+
+class Tmp:
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()
+    def fileno(self):
+        return self.file.fileno()
+    def notify(self):
+        pass
+
+class Worker:
+    pid = os.getpid()
+    ppid = os.getppid()
+    tmp = Tmp()
+
+flag = sys.argv[1]
+worker = Worker()
+_mark_retiring(worker)
+deadline = time.monotonic() + 30
+while not os.path.exists(flag) and time.monotonic() < deadline:
+    time.sleep(0.01)
+print("size", os.fstat(worker.tmp.fileno()).st_size, "woken", os.path.exists(flag))
+"""
+
+
+def test_retiring_worker_marks_its_heartbeat_file_and_wakes_the_master(tmp_path: Path) -> None:
+    """The master learns at once (SIGCHLD, before the worker exits), not on its next turn."""
+    flag = tmp_path / "master-woken"
+    out = subprocess.run(
+        [sys.executable, "-c", _MASTER, str(flag), _RETIRING_WORKER],
+        env={"PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert out.stdout.strip() == "size 1 woken True", out.stdout + out.stderr
