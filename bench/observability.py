@@ -3,6 +3,7 @@
 Run: ``.venv/bin/python bench/observability.py [--rounds 6] [--duration 5] [--connections 8]``
 or ``.venv/bin/python bench/observability.py --in-process [--rounds 6] [--requests 5000]``
 or ``.venv/bin/python bench/observability.py --middleware [--rounds 3]``
+or ``.venv/bin/python bench/observability.py --stack [--rounds 8] [--duration 5] [--replicas 2]``
 
 Two gunicorn servers of the example project (gthread, ``--workers`` x ``--threads``), started
 the same way with the package's metrics hooks (``on_starting``, ``child_exit``, ``on_exit``),
@@ -25,6 +26,21 @@ the figure: one Python process per variant and round calls Django's WSGI handler
 own CPU time per request; processes alternate on/off, and the overhead is the median of the
 per-pair ratios.
 
+``--stack`` measures it where it is paid: two ``run_lb_stack`` stacks of the example (the
+generated nginx and gunicorn configs, ``--replicas`` API replicas, nginx's per-client limits
+lifted), one as it ships and one with ``ARENA_BENCH_OBSERVABILITY=off`` (or ``--variant
+metrics`` / ``request_id``: only that one of the two), loaded through nginx in alternating
+rounds.  It prints req/s, p99
+and the CPU per request of each stack (nginx + API replicas + Redis), with the per-round on/off
+ratios, and two overhead figures:
+
+* **A/B**: the median of the per-round on/off CPU ratios, minus one;
+* **added CPU / stack CPU**: the CPU the two middleware add per request, measured in-process in
+  the same run (``--in-process``, alternating processes: steady to about a microsecond), divided
+  by the "off" stack's CPU per request.  The round-to-round spread of a whole stack on a shared
+  2-CPU machine is several percent, larger than the target, so this is the figure that can
+  confirm it; the A/B figure shows that nothing else (the servers, nginx) changes.
+
 ``--middleware`` times only what the two middleware add: one process calls a view that returns
 a prebuilt response through no middleware, ``MetricsMiddleware``, ``RequestIDMiddleware`` and
 both (multiprocess mode), 100,000 times each per round; the difference is the CPU they cost per
@@ -46,6 +62,7 @@ import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
@@ -205,7 +222,8 @@ def middleware(rounds: int) -> None:
         print(f"{name:>10}: +{median[name] - median['none']:.2f} us CPU per request")
 
 
-def in_process(rounds: int, requests: int) -> None:
+def in_process(rounds: int, requests: int, *, quiet: bool = False) -> tuple[float, float]:
+    """CPU per request (on, off) through Django's WSGI handler in-process, medians."""
     env = _process_env()
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     results: dict[str, list[float]] = {"on": [], "off": []}
@@ -228,7 +246,11 @@ def in_process(rounds: int, requests: int) -> None:
                     raise SystemExit(out.stdout + out.stderr)
                 value = float(out.stdout.strip().splitlines()[-1])
                 results[variant].append(value)
-                print(f"round {index + 1} {variant:>3}: {value:7.1f} us CPU/request", flush=True)
+                if not quiet:
+                    print(f"round {index + 1} {variant:>3}: {value:7.1f} us CPU/request",
+                          flush=True)  # fmt: skip
+    if quiet:
+        return statistics.median(results["on"]), statistics.median(results["off"])
     ratios = [a / b for a, b in zip(results["on"], results["off"], strict=True)]
     on, off = statistics.median(results["on"]), statistics.median(results["off"])
     print()
@@ -242,6 +264,83 @@ def in_process(rounds: int, requests: int) -> None:
         f"overhead (median of per-round ratios): {statistics.median(ratios) - 1:.1%} "
         "(target: at most 3%)"
     )
+    return on, off
+
+
+def through_stacks(args: argparse.Namespace) -> None:
+    """Two generated stacks, with and without metrics and request ids, through nginx."""
+    from bench._load import local_stack
+
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
+    sides: dict[str, Any] = {}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    rps: dict[str, list[float]] = {"on": [], "off": []}
+    p99: dict[str, list[float]] = {"on": [], "off": []}
+    load_before = os.getloadavg()[0]
+    with contextlib.ExitStack() as running:
+        for offset, variant in enumerate(("on", "off")):
+            sides[variant] = running.enter_context(
+                local_stack(
+                    start=28000 + 100 * offset,
+                    prefix=f"arena-bench-obs-{variant}-",
+                    env={"ARENA_BENCH_OBSERVABILITY": args.variant if variant == "on" else "off"},
+                    replicas=args.replicas,
+                    settings_module="observability_settings",
+                )
+            )
+        parts = {
+            variant: [
+                *([stack.nginx.pid] if stack.nginx and stack.nginx.pid else []),
+                *(r.process.pid for n, r in stack.replicas.items()
+                  if n in stack.spec.web_names and r.process.pid),
+                *(r.process.pid for r in stack.redis.values() if r.process.pid),
+            ]
+            for variant, stack in sides.items()
+        }  # fmt: skip
+        urls = {variant: stack.url.rstrip("/") + PATH for variant, stack in sides.items()}
+        for url in urls.values():  # warm every worker
+            wrk(url, duration=2, connections=args.connections)
+        for index in range(args.rounds):
+            # One stack at a time, the order alternating: loaded together, the stack that got
+            # less throughput paid more CPU per request (fewer requests per wake-up), which
+            # took it still less: the two fed each other's differences.
+            for variant in ("on", "off") if index % 2 == 0 else ("off", "on"):
+                before = cpu_seconds(parts[variant])
+                result = wrk(
+                    urls[variant],
+                    duration=args.duration,
+                    connections=args.connections,
+                    latency=True,
+                )
+                used = (cpu_seconds(parts[variant]) - before) / result.requests * 1e6
+                cpu[variant].append(used)
+                rps[variant].append(result.rps)
+                p99[variant].append(result.p99_ms or 0.0)
+                print(f"round {index + 1} {variant:>3}: {result.rps:8.0f} req/s  "
+                      f"p99 {result.p99_ms:.2f} ms  stack CPU {used:.0f} us/request",
+                      flush=True)  # fmt: skip
+    print("in-process, what the two middleware add (alternating processes) ...", flush=True)
+    added_on, added_off = in_process(max(4, args.rounds), args.requests, quiet=True)
+    load_after = os.getloadavg()[0]
+    on_cpu, off_cpu = statistics.median(cpu["on"]), statistics.median(cpu["off"])
+    ratios = [a / b for a, b in zip(cpu["on"], cpu["off"], strict=True)]
+    added = added_on - added_off
+    print()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}; {args.replicas} API replicas per stack, "
+          f"wrk -c {args.connections} through nginx, {args.rounds} rounds of "
+          f"{args.duration:g}s; load average {load_before:.1f} before, "
+          f"{load_after:.1f} after")  # fmt: skip
+    for variant in ("on", "off"):
+        print(f"{variant:>3}: {statistics.median(rps[variant]):6.0f} req/s  p99 "
+              f"{statistics.median(p99[variant]):.1f} ms  stack CPU "
+              f"{statistics.median(cpu[variant]):.0f} us/request")  # fmt: skip
+    print(f"per round on/off stack CPU per request: {', '.join(f'{r:.3f}' for r in ratios)}")
+    print(f"A/B overhead (median of per-round ratios): {statistics.median(ratios) - 1:+.1%}")
+    print(f"added CPU / stack CPU: {added_on:.1f} - {added_off:.1f} = {added:+.1f} us in-process, "
+          f"/ {off_cpu:.0f} us per request of the stack without them = {added / off_cpu:+.1%} "
+          "(target: at most 3%)")  # fmt: skip
+    del on_cpu
 
 
 def main() -> None:
@@ -254,7 +353,18 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true", help="no server, no network")
     parser.add_argument("--requests", type=int, default=5000, help="per in-process round")
     parser.add_argument("--middleware", action="store_true", help="the middleware alone")
+    parser.add_argument("--stack", action="store_true", help="two stacks through nginx")
+    parser.add_argument("--replicas", type=int, default=2, help="API replicas per stack")
+    parser.add_argument(
+        "--variant",
+        choices=("on", "metrics", "request_id"),
+        default="on",
+        help="--stack: what the measured stack keeps (both, or one of the two)",
+    )
     args = parser.parse_args()
+    if args.stack:
+        through_stacks(args)
+        return
     if args.middleware:
         middleware(args.rounds)
         return

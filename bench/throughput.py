@@ -171,11 +171,14 @@ def main() -> None:
     memory: dict[str, tuple[float, float]] = {}
     load_before = os.getloadavg()
     with contextlib.ExitStack() as running:
-        stack = running.enter_context(generated_stack(args.replicas, overrides))
+        # "replicas" is the stack's size (--replicas), not a DeploymentSpec field to pass on.
+        replicas = int(overrides.pop("replicas", args.replicas))
+        stack = running.enter_context(generated_stack(replicas, overrides))
         stacks = {"stack": stack}
         for offset, (side, fields) in enumerate(variants.items(), start=1):
+            size = int(fields.pop("replicas", replicas))
             stacks[side] = running.enter_context(
-                generated_stack(args.replicas, fields, start=25000 + 100 * offset)
+                generated_stack(size, fields, start=25000 + 100 * offset)
             )
         api = stack.spec.web_names[0]
         port, hand = running.enter_context(by_hand(stack.replica_env(api), args.workers))
@@ -223,7 +226,7 @@ def main() -> None:
     spec_note = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
     print(
         f"throughput: wrk -t1 -c{args.connections} -d{args.duration}s, median of {args.rounds} "
-        f"interleaved rounds, {cpus} CPUs; stack = {args.replicas} replicas behind nginx "
+        f"interleaved rounds, {cpus} CPUs; stack = {replicas} replicas behind nginx "
         f"(generated configs, spec {spec_note}), by hand = gunicorn -w {args.workers} sync, "
         f"direct; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )

@@ -7,7 +7,7 @@
 * :class:`RequestIDMiddleware` (right after ``ProbeMiddleware``) reads the incoming header
   (``ARENA_SCALE_REQUEST_ID_HEADER``, nginx's ``X-Request-ID`` by default), keeps it when it is
   a plausible id (:func:`clean_request_id`: at most :data:`MAX_LENGTH` characters of
-  ``[A-Za-z0-9._:-]``), else makes a new one (uuid4 hex), and returns it in the response.  It
+  ``[A-Za-z0-9._:-]``), else makes a new one (32 random hex characters), and returns it in the response.  It
   also has ``process_request``/``process_response``, so ``StreamRouter`` runs it on its fast
   path.  The id is for correlation only: a client can choose it, so nothing trusts it.
 * :class:`RequestIDFilter` puts ``record.request_id`` on every record (``"-"`` outside a
@@ -23,7 +23,7 @@ import datetime
 import json
 import logging
 import re
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -60,11 +60,13 @@ def current_request_id() -> str | None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex characters, like nginx's ``$request_id`` (a quarter of ``uuid4().hex``'s
+    CPU: no UUID object)."""
+    return secrets.token_hex(16)
 
 
 def clean_request_id(value: str | None) -> str:
-    """``value`` when it is a plausible request id, else a new one (uuid4 hex)."""
+    """``value`` when it is a plausible request id, else a new one (:func:`new_request_id`)."""
     if value and _VALID.fullmatch(value):
         return value
     return new_request_id()
