@@ -360,7 +360,7 @@ class ArenaScaleSettings:
         "X-Request-ID",
         (str,),
         "Header RequestIDMiddleware reads the request id from (kept when at most 128 "
-        "characters of [A-Za-z0-9._:-], else a new uuid4 hex) and returns it in.",
+        "characters of [A-Za-z0-9._:-], else 32 new random hex characters) and returns it in.",
         convert=_header_name,
     )
 

@@ -7,9 +7,9 @@
 * :class:`RequestIDMiddleware` (right after ``ProbeMiddleware``) reads the incoming header
   (``ARENA_SCALE_REQUEST_ID_HEADER``, nginx's ``X-Request-ID`` by default), keeps it when it is
   a plausible id (:func:`clean_request_id`: at most :data:`MAX_LENGTH` characters of
-  ``[A-Za-z0-9._:-]``), else makes a new one (32 random hex characters), and returns it in the response.  It
-  also has ``process_request``/``process_response``, so ``StreamRouter`` runs it on its fast
-  path.  The id is for correlation only: a client can choose it, so nothing trusts it.
+  ``[A-Za-z0-9._:-]``), else makes a new one (32 random hex characters), and returns it in the
+  response.  It also has ``process_request``/``process_response``, so ``StreamRouter`` runs it
+  on its fast path.  The id is for correlation only: a client can choose it, so nothing trusts it.
 * :class:`RequestIDFilter` puts ``record.request_id`` on every record (``"-"`` outside a
   request); :class:`JSONFormatter` writes one JSON object per line, ``request_id`` included.
 
