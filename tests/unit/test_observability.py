@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -505,3 +506,31 @@ def test_djangos_own_404_record_carries_the_request_id(client: Client) -> None:
         logging.getLogger("django.request").removeHandler(handler)
     assert [r.request_id for r in records] == ["django-404-id"]  # type: ignore[attr-defined]
     assert current_request_id() is None
+
+
+def test_empty_multiprocess_dir_variable_writes_no_files_into_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    """``PROMETHEUS_MULTIPROC_DIR=`` (set, empty) is no directory: values stay in memory and
+    no ``*.db`` file lands in the working directory (prometheus_client alone would write
+    them there)."""
+    import subprocess
+
+    script = (
+        "from django_arena_scale.metrics import _prom\n"
+        "_prom.record_request('GET', 'api/ping/', 200, 0.01)\n"
+        "print(_prom.MULTIPROCESS)\n"
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(src), "PROMETHEUS_MULTIPROC_DIR": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

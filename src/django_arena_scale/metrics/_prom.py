@@ -9,9 +9,17 @@ a fixed set of methods, status codes, check and provider names the project decla
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from django_arena_scale.metrics._process import MULTIPROC_ENV, multiprocess_dir
+
+# Set but empty means "no directory" to this package (multiprocess_dir() is None), but
+# prometheus_client would take it for one and write its files into the working directory.
+if os.environ.get(MULTIPROC_ENV) == "":
+    del os.environ[MULTIPROC_ENV]
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,8 +33,6 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-
-from django_arena_scale.metrics._process import multiprocess_dir
 
 if TYPE_CHECKING:
     from django_arena_scale.health._model import Report
