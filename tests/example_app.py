@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -64,6 +66,37 @@ def migrate(env: dict[str, str]) -> None:
         check=True,
         timeout=120,
     )
+
+
+def start_gunicorn(
+    args: Sequence[str], env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """``python -m gunicorn <args>`` in the example project, output to ``log_path``, in a
+    session of its own: :func:`stop_group` then stops the master and every worker it forked."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *args],
+            cwd=EXAMPLE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_group(
+    proc: subprocess.Popen[bytes], *, signum: int = signal.SIGKILL, grace: float = 30.0
+) -> None:
+    """Send ``signum`` to the process group of ``proc`` (see :func:`start_gunicorn`); if the
+    master has not exited within ``grace`` seconds, kill the group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signum)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def _gunicorn_args(port: int, workers: int = 1, threads: int = 8) -> list[str]:

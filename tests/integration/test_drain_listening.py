@@ -9,13 +9,8 @@ already running completes.  The drain file goes away: the replica listens again.
 from __future__ import annotations
 
 import collections
-import contextlib
 import http.client
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import EXAMPLE, stack_env
+from tests.e2e.helpers import stack_env
+from tests.example_app import start_gunicorn, stop_group
 from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
 
@@ -54,7 +50,7 @@ class Server:
         env["ARENA_SCALE_DRAIN_FILE"] = str(self.drain_file)
         env.pop("REDIS_URL", None)
         argv = [
-            sys.executable, "-m", "gunicorn", "--config", str(config),
+            "--config", str(config),
             "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--graceful-timeout", "5",
             "--keep-alive", "30", *extra,
         ]  # fmt: skip
@@ -65,16 +61,7 @@ class Server:
             argv += ["--worker-class", "gthread", "--threads", "4"]
             argv.append("arena_project.wsgi:application")
         self.log_path = tmp / "server.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        # A session of its own: stop() kills the master and every worker it forked.
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=EXAMPLE,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = start_gunicorn(argv, env, self.log_path)
         try:
             wait_for_port(self.port, timeout=60)
             assert self.wait_until(lambda: self.get("/ready/")[0] == 200, timeout=60)
@@ -115,10 +102,7 @@ class Server:
         return False
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.log.close()
+        stop_group(self.proc)
 
 
 @pytest.fixture(params=["gthread", "uvicorn"])

@@ -14,9 +14,6 @@ import http.client
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +23,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_arena_scale.deploy._server import HOOKS_IMPORT
-from tests.e2e.helpers import EXAMPLE, stack_env
+from tests.e2e.helpers import stack_env
+from tests.example_app import start_gunicorn, stop_group
 from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
 
@@ -66,7 +64,7 @@ class Server:
         env["LOG_LEVEL"] = "WARNING"
         env.pop("REDIS_URL", None)
         argv = [
-            sys.executable, "-m", "gunicorn", "--config", str(config),
+            "--config", str(config),
             "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--graceful-timeout", "5",
             "--max-requests", str(MAX_REQUESTS), "--max-requests-jitter", "0",
         ]  # fmt: skip
@@ -77,11 +75,7 @@ class Server:
             argv += ["--worker-class", "gthread", "--threads", "4"]
             argv.append("arena_project.wsgi:application")
         self.log_path = tmp / "server.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv, cwd=EXAMPLE, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        self.proc = start_gunicorn(argv, env, self.log_path)
         try:
             wait_for_port(self.port, timeout=PATIENCE)
             deadline = time.monotonic() + PATIENCE
@@ -116,10 +110,7 @@ class Server:
         return 0.0
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.log.close()
+        stop_group(self.proc)
 
 
 @pytest.fixture(params=["gthread", "gthread-preload", "uvicorn"])

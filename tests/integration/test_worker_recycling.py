@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from django_arena_scale.deploy._server import HOOKS_IMPORT
-from tests.example_app import EXAMPLE_DIR, example_env
+from tests.example_app import example_env, start_gunicorn, stop_group
 from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
 
@@ -70,13 +67,8 @@ def test_retiring_worker_is_replaced_while_it_still_serves_its_connections(
     config.write_text(_config(preload))
     port = free_port()
     log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", str(config),
-             "--bind", f"127.0.0.1:{port}", "arena_project.wsgi:application"],
-            cwd=EXAMPLE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    args = ["--config", str(config), "--bind", f"127.0.0.1:{port}"]
+    proc = start_gunicorn([*args, "arena_project.wsgi:application"], env, log_path)
     try:
         wait_for_port(port, timeout=60)
         # The idle keep-alive connection nginx's upstream pool would hold on the only worker.
@@ -102,9 +94,4 @@ def test_retiring_worker_is_replaced_while_it_still_serves_its_connections(
         master = psutil.Process(proc.pid)
         assert successor in {child.pid for child in master.children()}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=KEEPALIVE + 20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc, signum=signal.SIGTERM, grace=KEEPALIVE + 20)
