@@ -101,6 +101,20 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+def stack_parts(stack: Any) -> dict[str, list[int]]:
+    """The process trees of a ``LocalStack`` whose CPU is counted: nginx, the API replicas, Redis
+    (bench/throughput.py prints them apart, bench/observability.py adds them up)."""
+    return {
+        "nginx": [stack.nginx.pid] if stack.nginx and stack.nginx.pid else [],
+        "API replicas": [
+            r.process.pid
+            for n, r in stack.replicas.items()
+            if n in stack.spec.web_names and r.process.pid
+        ],
+        "redis": [r.process.pid for r in stack.redis.values() if r.process.pid],
+    }
+
+
 @contextlib.contextmanager
 def served(
     argv: Sequence[str],

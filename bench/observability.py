@@ -32,16 +32,16 @@ median of the per-round ratios.
 generated nginx and gunicorn configs, ``--replicas`` API replicas, nginx's per-client limits
 lifted), one as it ships and one with ``ARENA_BENCH_OBSERVABILITY=off`` (or ``--variant
 metrics`` / ``request_id``: only that one of the two), loaded through nginx in alternating
-rounds.  It prints req/s, p99
-and the CPU per request of each stack (nginx + API replicas + Redis), with the per-round on/off
-ratios, and two overhead figures:
+rounds.  It prints req/s, p99 and the CPU per request of each stack (nginx + API replicas +
+Redis), with the per-round on/off ratios, and two overhead figures:
 
 * **A/B**: the median of the per-round on/off CPU ratios, minus one;
 * **added CPU / stack CPU**: the CPU the two middleware add per request, measured in-process in
   the same run (``--in-process``: two handlers in one process, steady to about a microsecond),
-  divided by the "off" stack's CPU per request.  The round-to-round spread of a whole stack on
-  a shared 2-CPU machine is several percent, larger than the target, so this is the figure
-  that can confirm it; the A/B figure shows that nothing else (the servers, nginx) changes.
+  divided by the "off" stack's CPU per request (always both middleware: for ``--variant`` an
+  upper bound).  The round-to-round spread of a whole stack on a shared 2-CPU machine is
+  several percent, larger than the target, so this is the figure that can confirm it; the A/B
+  figure shows that nothing else (the servers, nginx) changes.
 
 ``--middleware`` times only what the two middleware add: one process calls a view that returns
 a prebuilt response through no middleware, ``MetricsMiddleware``, ``RequestIDMiddleware`` and
@@ -286,7 +286,7 @@ def in_process(rounds: int, requests: int, *, quiet: bool = False) -> tuple[floa
 
 def through_stacks(args: argparse.Namespace) -> None:
     """Two generated stacks, with and without metrics and request ids, through nginx."""
-    from bench._load import local_stack
+    from bench._load import local_stack, stack_parts
 
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
     sides: dict[str, Any] = {}
@@ -306,14 +306,9 @@ def through_stacks(args: argparse.Namespace) -> None:
                 )
             )
         parts = {
-            variant: [
-                *([stack.nginx.pid] if stack.nginx and stack.nginx.pid else []),
-                *(r.process.pid for n, r in stack.replicas.items()
-                  if n in stack.spec.web_names and r.process.pid),
-                *(r.process.pid for r in stack.redis.values() if r.process.pid),
-            ]
+            variant: [pid for pids in stack_parts(stack).values() for pid in pids]
             for variant, stack in sides.items()
-        }  # fmt: skip
+        }
         urls = {variant: stack.url.rstrip("/") + PATH for variant, stack in sides.items()}
         for url in urls.values():  # warm every worker
             wrk(url, duration=2, connections=args.connections)
@@ -339,7 +334,7 @@ def through_stacks(args: argparse.Namespace) -> None:
     print("in-process, what the two middleware add (two handlers per process) ...", flush=True)
     added_on, added_off = in_process(max(4, args.rounds), args.requests, quiet=True)
     load_after = os.getloadavg()[0]
-    on_cpu, off_cpu = statistics.median(cpu["on"]), statistics.median(cpu["off"])
+    off_cpu = statistics.median(cpu["off"])
     ratios = [a / b for a, b in zip(cpu["on"], cpu["off"], strict=True)]
     added = added_on - added_off
     print()
@@ -357,7 +352,6 @@ def through_stacks(args: argparse.Namespace) -> None:
     print(f"added CPU / stack CPU: {added_on:.1f} - {added_off:.1f} = {added:+.1f} us in-process, "
           f"/ {off_cpu:.0f} us per request of the stack without them = {added / off_cpu:+.1%} "
           "(target: at most 3%)")  # fmt: skip
-    del on_cpu
 
 
 def main() -> None:

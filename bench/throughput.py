@@ -40,7 +40,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "example_project")]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena_project.settings")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # the example requires one
 
-from bench._load import cpu_seconds, local_stack, process_tree, served, wrk  # noqa: E402
+from bench._load import (  # noqa: E402
+    cpu_seconds,
+    local_stack,
+    process_tree,
+    served,
+    stack_parts,
+    wrk,
+)
 
 from django_arena_scale.stack._runner import (  # noqa: E402
     LocalStack,
@@ -124,19 +131,6 @@ def parse_sets(values: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             fields[name] = raw
     return fields
-
-
-def stack_parts(stack: LocalStack) -> dict[str, list[int]]:
-    """The process trees of a stack whose CPU is counted: nginx, the API replicas, Redis."""
-    return {
-        "nginx": [stack.nginx.pid] if stack.nginx and stack.nginx.pid else [],
-        "API replicas": [
-            r.process.pid
-            for n, r in stack.replicas.items()
-            if n in stack.spec.web_names and r.process.pid
-        ],
-        "redis": [r.process.pid for r in stack.redis.values() if r.process.pid],
-    }
 
 
 def main() -> None:
