@@ -142,14 +142,11 @@ def _import_lazy_modules() -> list[str]:
     on first use); the worker builds its own.  Returns what failed to import, each logged:
     the worker then imports it itself (and reports the error on its first request).
     """
-    failed: list[str] = []
-    try:
-        from django.conf import settings
+    from django.conf import settings
 
-        if not settings.configured:
-            return failed
-    except Exception:  # pragma: no cover - Django is a dependency
-        return ["django.conf"]
+    failed: list[str] = []
+    if not settings.configured:
+        return failed
 
     def attempt(what: str, load: Any) -> None:
         try:
