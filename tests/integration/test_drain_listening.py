@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from django_arena_scale.deploy._server import WSGI_WORKER
 from tests.e2e.helpers import stack_env
 from tests.example_app import start_gunicorn, stop_group
 from tests.example_db import ExampleDatabase
@@ -58,7 +59,7 @@ class Server:
             argv += ["--worker-class", "django_arena_scale.lifecycle.uvicorn.UvicornWorker"]
             argv.append("arena_project.asgi:application")
         else:
-            argv += ["--worker-class", "gthread", "--threads", "4"]
+            argv += ["--worker-class", WSGI_WORKER, "--threads", "4"]
             argv.append("arena_project.wsgi:application")
         self.log_path = tmp / "server.log"
         self.proc = start_gunicorn(argv, env, self.log_path)

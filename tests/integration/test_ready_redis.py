@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from django_arena_scale.deploy._server import WSGI_WORKER
 from django_arena_scale.health._builtin import redis_checks
 from django_arena_scale.health._runner import Runner
 from tests.example_db import ExampleDatabase
@@ -203,7 +204,7 @@ class Gunicorn:
                 "--threads",
                 "4",
                 "--worker-class",
-                "gthread",
+                WSGI_WORKER,
                 "--graceful-timeout",
                 "2",
             ],

@@ -19,6 +19,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from django_arena_scale.deploy._server import WSGI_WORKER
 from tests.e2e.helpers import EXAMPLE, SSEClient, stack_env
 from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
@@ -60,7 +61,7 @@ class Server:
             argv += ["--worker-class", "django_arena_scale.lifecycle.uvicorn.UvicornWorker"]
             argv.append("arena_project.asgi:application")
         else:
-            argv += ["--worker-class", "gthread", "--threads", "4"]
+            argv += ["--worker-class", WSGI_WORKER, "--threads", "4"]
             argv.append("arena_project.wsgi:application")
         self.log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

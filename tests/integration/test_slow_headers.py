@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from django_arena_scale.deploy import _k8s as k8s
+from django_arena_scale.deploy._server import WSGI_WORKER
 from django_arena_scale.deploy._spec import DeploymentSpec
 from tests.example_app import EXAMPLE_DIR, example_env
 from tests.example_db import ExampleDatabase
@@ -89,7 +90,7 @@ def gthread_server(
     port = free_port()
     args = [
         sys.executable, "-m", "gunicorn", "arena_project.wsgi:application", "-c", str(conf),
-        "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
+        "--bind", f"127.0.0.1:{port}", "--worker-class", WSGI_WORKER,
         "--workers", str(spec.workers), "--threads", str(spec.threads),
         "--timeout", str(spec.worker_timeout), "--graceful-timeout", "3",
         "--no-control-socket", "--log-level", "warning",

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from django_arena_scale.deploy._server import HOOKS_IMPORT
+from django_arena_scale.deploy._server import HOOKS_IMPORT, WSGI_WORKER
 from tests.example_app import example_env, start_gunicorn, stop_group
 from tests.example_db import ExampleDatabase
 from tests.servers import free_port, wait_for_port
@@ -35,7 +35,7 @@ KEEPALIVE = 20
 
 def _config(preload: bool) -> str:
     return HOOKS_IMPORT + (
-        "\nworker_class = 'gthread'\nworkers = 1\nthreads = 2\n"
+        f"\nworker_class = {WSGI_WORKER!r}\nworkers = 1\nthreads = 2\n"
         f"max_requests = {MAX_REQUESTS}\nmax_requests_jitter = 0\nkeepalive = {KEEPALIVE}\n"
         f"graceful_timeout = {KEEPALIVE + 10}\npreload_app = {preload!r}\n"
         "control_socket_disable = True\n"

@@ -28,6 +28,7 @@ PUBLIC_MODULES = {
     "db.backends.postgresql.base": "Django loads <ENGINE>.base for the replica ENGINE",
     "lifecycle.gunicorn": "generated gunicorn configs import the server hooks from it",
     "lifecycle.uvicorn": "generated gunicorn configs name UvicornWorker as worker_class",
+    "lifecycle.worker": "generated gunicorn configs name ArenaThreadWorker as worker_class",
     "management.commands.drain": "manage.py drain",
     "management.commands.generate_lb_config": "manage.py generate_lb_config",
     "management.commands.run_lb_stack": "manage.py run_lb_stack",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from django_arena_scale.deploy._server import WSGI_WORKER
 from django_arena_scale.deploy._spec import DeploymentSpec
 from django_arena_scale.stack import _control as control
 from django_arena_scale.stack import _upstreams as upstreams
@@ -156,7 +157,7 @@ def test_replica_argv_uses_gthread_for_web_pool(tmp_path: Path) -> None:
     """API replicas of the split topology run gthread on the WSGI app."""
     stack = _stack(tmp_path, replicas=1)
     argv = stack.replica_argv("web-1")
-    assert argv[argv.index("--worker-class") + 1] == "gthread"
+    assert argv[argv.index("--worker-class") + 1] == WSGI_WORKER
     assert argv[-1] == "proj.wsgi:application"
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from django_arena_scale.deploy._server import UVICORN_WORKER, WSGI_WORKER
 from django_arena_scale.deploy._spec import DeploymentSpec
 from django_arena_scale.lifecycle import _drain as drain
 from django_arena_scale.metrics import MULTIPROC_ENV
@@ -35,7 +36,6 @@ __all__ = [
     "StackOptions",
 ]
 
-UVICORN_WORKER = "django_arena_scale.lifecycle.uvicorn.UvicornWorker"
 HOOKS_MODULE = "django_arena_scale.lifecycle.gunicorn"
 
 Out = Callable[[str], None]
@@ -174,7 +174,7 @@ class ReplicaCommands:
         argv += ["--timeout", str(chain.worker_timeout)]
         argv += ["--keep-alive", str(chain.server_keepalive)]
         if server == "gunicorn":
-            argv += ["--worker-class", "gthread", "--workers", str(spec.workers)]
+            argv += ["--worker-class", WSGI_WORKER, "--workers", str(spec.workers)]
             argv += ["--threads", str(spec.threads)]
         else:
             workers = spec.stream_workers if name in spec.stream_names else spec.workers
