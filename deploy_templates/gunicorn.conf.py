@@ -26,8 +26,8 @@ bind = ["0.0.0.0:8000"]
 # connections themselves, headers and body leave in one send, and only a worker
 # with a free thread accepts (docs/benchmarks/throughput.md).
 worker_class = "django_arena_scale.lifecycle.worker.ArenaThreadWorker"
-workers = 2
-threads = 4
+workers = 1
+threads = 8
 # A worker that stops notifying the master this long is killed; the notification runs
 # in the worker's main loop, so a slow LLM request never counts against it.
 timeout = 30

@@ -119,14 +119,14 @@ def test_command_keeps_existing_dockerfile(tmp_path: Path) -> None:
 def test_command_reads_setting(tmp_path: Path) -> None:
     """ARENA_SCALE_DEPLOY feeds the spec."""
     out = run("--output", str(tmp_path / "d"))
-    assert "concurrent requests: 48 (4 replicas x 3 workers x 4 threads)" in out
+    assert "concurrent requests: 96 (4 replicas x 3 workers x 8 threads)" in out
 
 
 @override_settings(ARENA_SCALE_DEPLOY={"replicas": 4, "workers": 3})
 def test_command_cli_overrides_setting(tmp_path: Path) -> None:
     """A CLI option wins over ARENA_SCALE_DEPLOY."""
     out = run("--output", str(tmp_path / "d"), "--replicas", "2")
-    assert "concurrent requests: 24 (2 replicas x 3 workers x 4 threads)" in out
+    assert "concurrent requests: 48 (2 replicas x 3 workers x 8 threads)" in out
 
 
 @override_settings(WSGI_APPLICATION="shop.wsgi.application")

@@ -14,6 +14,7 @@ from django_arena_scale.deploy import _nginx as nginx
 from django_arena_scale.deploy import _server as server
 from django_arena_scale.deploy import render_all
 from django_arena_scale.deploy._capacity import report
+from django_arena_scale.deploy._server import WSGI_WORKER
 from django_arena_scale.deploy._spec import DeploymentSpec
 
 
@@ -349,11 +350,11 @@ def gunicorn_settings(spec: DeploymentSpec, name: str) -> dict[str, Any]:
     return namespace
 
 
-def test_server_gthread_config_from_chain() -> None:
-    """gthread workers/threads, graceful timeout and keep-alive from the chain."""
+def test_server_wsgi_config_from_chain() -> None:
+    """The WSGI worker class, workers/threads, graceful timeout and keep-alive from the chain."""
     spec = DeploymentSpec(workers=3, threads=5, keepalive_timeout=40, drain_delay=45)
     conf_ = gunicorn_settings(spec, "gunicorn.conf.py")
-    assert (conf_["worker_class"], conf_["workers"], conf_["threads"]) == ("gthread", 3, 5)
+    assert (conf_["worker_class"], conf_["workers"], conf_["threads"]) == (WSGI_WORKER, 3, 5)
     assert conf_["graceful_timeout"] == spec.chain.server_graceful
     assert conf_["keepalive"] > 40
 
@@ -392,7 +393,7 @@ def test_capacity_report_numbers() -> None:
     """The report shows workers, requests, streams, DB budget and memory."""
     text = report(DeploymentSpec())
     for fragment in (
-        "20 API processes, 80 threads",
+        "10 API processes, 80 threads",
         "concurrent requests: 80",
         "stream capacity: 400",
         "85 needed",

@@ -11,12 +11,12 @@ from django_arena_scale.deploy._spec import DeploymentSpec, SpecError
 
 def test_spec_defaults_reproduce_reference_design() -> None:
     """The defaults are the reference: 10 replicas, 1 CPU/1 GiB, nginx limits; its 8 requests at
-    once per replica as 2 workers x 4 threads instead of 4 x 2 (half the processes on one CPU:
-    less CPU per request and half the memory, docs/benchmarks/throughput.md)."""
+    once per replica as 1 worker x 8 threads instead of 4 x 2 (one process on one CPU: less CPU
+    per request and a quarter of the memory, docs/benchmarks/throughput.md)."""
     s = DeploymentSpec()
     # nginx's upstream keepalive_timeout: derived below drain_delay (10 - 2), not the 60 s of
     # the hand-made setup, so a drain never closes a connection nginx is sending on.
-    reference = (10, 2, 4, 1.0, 1024, 0.5, 512, 64, 8, 3, 30, 200, 100, 10, 5, 20, 600, "2gb")
+    reference = (10, 1, 8, 1.0, 1024, 0.5, 512, 64, 8, 3, 30, 200, 100, 10, 5, 20, 600, "2gb")
     assert (
         s.replicas,
         s.workers,
@@ -53,7 +53,7 @@ def test_spec_repr_shows_non_defaults() -> None:
 def test_spec_from_sources_cli_overrides_setting() -> None:
     """CLI options override ARENA_SCALE_DEPLOY, which overrides the defaults."""
     s = DeploymentSpec.from_sources({"replicas": "4"}, {"replicas": 7, "workers": 3})
-    assert (s.replicas, s.workers, s.threads) == (4, 3, 4)
+    assert (s.replicas, s.workers, s.threads) == (4, 3, 8)
 
 
 def test_spec_from_sources_none_means_not_given() -> None:

@@ -146,11 +146,14 @@ class SpecFields:
         "gunicorn",
         "uvicorn",
     )
-    # 2 x 4, not the reference design's 4 x 2: the same 8 requests at once per replica, with
-    # half the processes on its one CPU (cpu_limit): less CPU per request and half the memory
-    # (bench/throughput.py, docs/benchmarks/throughput.md).
-    workers: int = _int(2, "server worker processes per API replica", 1, 64)
-    threads: int = _int(4, "threads per gthread worker", 1, 64)
+    # 1 x 8, not the reference design's 4 x 2: the same 8 requests at once per replica, in one
+    # process per CPU of cpu_limit (raise workers with it).  Processes that share one CPU each
+    # pay for it per request, and the WSGI worker (lifecycle.worker) serves with one thread at a
+    # time until one is held up, so threads cost nothing until a request waits (an LLM, the
+    # database): through the stack 1 x 8 and 1 x 4 used 10-20% less CPU per request than 2 x 4
+    # and half the memory (bench/throughput.py, docs/benchmarks/throughput.md).
+    workers: int = _int(1, "server worker processes per API replica", 1, 64)
+    threads: int = _int(8, "threads per worker of the API pool", 1, 64)
     # 10,000, not 1,000: a recycled worker costs a fork and its first requests' set-up (about
     # 0.2 s of CPU); at a few hundred requests a second per worker, 1,000 recycled each worker
     # every few seconds and cost a third of the replica's CPU.

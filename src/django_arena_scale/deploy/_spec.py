@@ -5,10 +5,9 @@ Pure Python (no Django).  ``manage.py generate_lb_config`` builds one spec with
 overrides the defaults below) and hands it to the renderers listed in
 :mod:`django_arena_scale.deploy`; each renderer module exposes ``render(spec) -> dict[str, str]``
 (relative path -> file content; deterministic, no timestamps).  The defaults reproduce the
-reference deployment: 10 replicas serving 8 requests at once each (2 gunicorn gthread workers
-x 4 threads; the reference had 4 x 2, which cost more CPU and memory on one CPU), 1 CPU / 1 GiB
-limits,
-0.5 CPU / 512 MiB reservations, nginx keepalive 64 (60 s), ``max_fails=3 fail_timeout=30s
+reference deployment: 10 replicas serving 8 requests at once each (1 gunicorn worker x 8
+threads; the reference had 4 x 2, which cost more CPU and memory on one CPU), 1 CPU / 1 GiB
+limits, 0.5 CPU / 512 MiB reservations, nginx keepalive 64 (60 s), ``max_fails=3 fail_timeout=30s
 max_conns=200``, rate limits 100/10/5 r/s, 20 connections per client IP, stream read timeout
 600 s, Redis cache ``maxmemory 2gb``.
 
