@@ -111,7 +111,7 @@ def bench_ratio(rounds: int) -> None:
                 sink.append(wrk(url, duration=5, connections=32).rps)
     d, n = statistics.median(direct), statistics.median(via)
     print(
-        f"ratio: /api/ping/ (1 replica, gthread 2 workers x 4 threads, wrk -c32, {rounds} "
+        f"ratio: /api/ping/ (1 replica, 2 WSGI workers x 4 threads, wrk -c32, {rounds} "
         f"rounds): direct {d:.0f} req/s, through nginx {n:.0f} req/s, nginx/direct = {n / d:.2f}"
     )
 
@@ -538,7 +538,7 @@ def plot_sweep(args: argparse.Namespace) -> None:
             path,
             series,
             title="Stack: /api/ping/ through nginx vs directly to the one replica behind it "
-            f"(gthread 2 workers x 4 threads), wrk -t1, {max(1, round(args.point_duration))} s "
+            f"(2 WSGI workers x 4 threads), wrk -t1, {max(1, round(args.point_duration))} s "
             "per point",
             machine=machine,
         )

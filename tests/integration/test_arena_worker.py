@@ -194,3 +194,26 @@ def test_sigterm_finishes_the_request_in_flight(server: Server) -> None:
 
 if sys.platform != "linux":  # pragma: no cover - the epoll loop is Linux-only
     pytestmark = [pytestmark, pytest.mark.skip(reason="epoll")]
+
+
+def test_slow_request_lets_another_thread_serve(tmp_path: Path) -> None:
+    """One worker of two threads: one thread serves at a time, so while a request waits (here
+    on a file; in life on an LLM or the database) the watch must hand the next request to the
+    other thread, or it would wait for the slow one."""
+    running = Server(tmp_path, worker=WSGI_WORKER, workers=1, threads=2, keepalive=5)
+    try:
+        slow = running.connect()
+        slow.sendall(request("/slow"))
+        wait_for(running.state / "slow-pid")
+        for _ in range(5):
+            with running.connect() as sock:
+                sock.sendall(request("/pid"))
+                status, _, _ = read_response(sock)  # would block until release if queued
+                assert status.startswith(b"HTTP/1.1 200"), status
+        assert not (running.state / "release").exists()
+        (running.state / "release").touch()
+        status, _, _ = read_response(slow)
+        assert status.startswith(b"HTTP/1.1 200")
+        slow.close()
+    finally:
+        running.stop()

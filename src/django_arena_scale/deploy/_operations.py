@@ -46,12 +46,13 @@ def _span(names: Sequence[str]) -> str:
 def _services(spec: DeploymentSpec) -> list[str]:
     rows: list[tuple[str, str, str]] = []
     threads = f" x {spec.threads} threads" if spec.app_server == "gunicorn" else ""
-    kind = "gthread, WSGI" if spec.app_server == "gunicorn" else "uvicorn worker, ASGI"
+    kind = "ArenaThreadWorker, WSGI" if spec.app_server == "gunicorn" else "uvicorn worker, ASGI"
     api_role = "API" if spec.stream_names else "API, SSE streams and WebSockets"
+    plural = "" if spec.workers == 1 else "s"
     rows.append(
         (
             _span(spec.web_names),
-            f"{api_role}: gunicorn ({kind}), {spec.workers} workers{threads}",
+            f"{api_role}: gunicorn ({kind}), {spec.workers} worker{plural}{threads}",
             f"{spec.app_port} (container)",
         )
     )
