@@ -12,7 +12,9 @@ from django_arena_scale.lifecycle.worker import HELD_UP_LOOKS, ArenaThreadWorker
 
 
 def watcher(*slots: _Slot) -> SimpleNamespace:
-    return SimpleNamespace(_slots=list(slots), _permits=threading.Semaphore(0))
+    return SimpleNamespace(
+        _slots=list(slots), _permits=threading.Semaphore(0), _rearm_listeners=lambda: None
+    )
 
 
 def look(w: SimpleNamespace) -> None:

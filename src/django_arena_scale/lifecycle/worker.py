@@ -154,6 +154,7 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         # stay in one request and lets the next one in (see _Slot).
         self._permits = threading.Semaphore(1)
         self._slots: list[_Slot] = []
+        self._disarmed: set[int] = set()  # listeners that accepted and wait to be armed again
         super().init_process()  # ends in run()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -230,17 +231,18 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
                     self._epoll.unregister(fd)
         self._accepting = enabled
 
-    def accept(self, listener: Any) -> None:
-        """Accept one queued connection (also called by the drain's listener sweep)."""
+    def accept(self, listener: Any) -> bool:
+        """Accept one queued connection (also called by the drain's listener sweep); whether
+        there was one."""
         if self._epoll is None:
             super().accept(listener)
-            return
+            return True
         try:
             sock, client = listener.accept()
         except OSError as exc:  # taken by another thread, aborted, or the listener closed
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK, errno.EBADF):
                 raise
-            return
+            return False
         conn = gthread.TConn(self.cfg, sock, client, listener.getsockname())
         sock.setblocking(True)  # read by request threads; only epoll waits on it
         conn.data_ready = True  # dispatched only once readable: gthread's wait is not needed
@@ -249,6 +251,7 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         fd = sock.fileno()
         self._conns[fd] = conn
         self._epoll.register(fd, _ARMED)
+        return True
 
     def _close_idle(self, now: float, *, deadline: float | None = None) -> None:
         """Shut idle connections down whose keep-alive time ran out (or ``deadline`` passed).
@@ -275,6 +278,7 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         the request it was in at the previous look (WATCH_INTERVAL ago) and asleep (waiting on
         an LLM, the database, a slow client), or in it for HELD_UP_LOOKS looks whatever it
         does.  A thread that is runnable but was not given a CPU is not held up: it is next."""
+        self._rearm_listeners()
         for slot in self._slots:
             if not slot.busy or slot.detached or slot.seq != slot.seen:
                 slot.seen = slot.seq
@@ -304,8 +308,12 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
                     slot.busy = True
                     try:
                         self._dispatch(fd)
+                    except Exception:  # a request thread never dies with the permit
+                        self.log.exception("Error serving a connection")
                     finally:
                         slot.busy = False
+                    if self._disarmed and fd not in self._listening:
+                        self._rearm_listeners()
             # _watch() gave this thread's permit to another while it was held up: wait for one.
             slot.detached = False
 
@@ -322,12 +330,30 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self._serve(conn, fd)
 
     def _accept_and_rearm(self, listener: Any, fd: int) -> None:
+        """Accept one connection.  The listener is armed again only once this thread handled
+        another event (or at the watch's next look): a worker woken by a burst of connections
+        would otherwise accept them all before the other workers ran, and keep them."""
+        accepted = False
         try:
-            self.accept(listener)
+            accepted = self.accept(listener)
         finally:
-            if fd in self._listening:
-                with contextlib.suppress(OSError, ValueError):
-                    self._epoll.modify(fd, _ARMED)
+            if accepted:
+                self._disarmed.add(fd)
+            else:
+                self._rearm(fd)
+
+    def _rearm_listeners(self) -> None:
+        while self._disarmed:
+            try:
+                fd = self._disarmed.pop()
+            except KeyError:
+                return
+            self._rearm(fd)
+
+    def _rearm(self, fd: int) -> None:
+        if fd in self._listening:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.modify(fd, _ARMED)
 
     def _serve(self, conn: Any, fd: int) -> None:
         keepalive = self._handle(conn)
