@@ -4,15 +4,20 @@ request and balanced across worker processes.
 The generated configs name it as ``worker_class`` of the WSGI pool.  Like gthread it serves
 ``threads`` requests at once per worker and keeps idle keep-alive connections without holding a
 thread, so a slow LLM call holds one thread and nothing else.  Measured against gthread
-(``bench/throughput.py``, docs/benchmarks/throughput.md), three things differ:
+(``bench/throughput.py``, docs/benchmarks/throughput.md), four things differ:
 
 * **No hand-offs per request.**  gthread's main thread polls every connection, submits a
   readable one to a thread pool, and gets it back through a future callback and a pipe write
   before polling it again: three thread switches and a dozen system calls per request.  Here
   every request thread waits on one shared epoll set itself, and each connection is armed with
   ``EPOLLONESHOT``: the kernel hands a readable connection to exactly one waiting thread, which
-  serves it and re-arms it.  The main thread only beats the heartbeat, closes idle connections
-  and stops the worker.
+  serves it and re-arms it.  The main thread beats the heartbeat, watches the request threads
+  (below), closes idle connections and stops the worker.
+* **One thread serves at a time, until it waits.**  Threads of one process that are all busy
+  hand the GIL over at every blocking system call; one thread holds a permit to serve, and
+  the main thread, looking every ``WATCH_INTERVAL``, lets the next one in when the serving
+  thread sleeps in one request (an LLM, the database, a slow client) or has been in it for
+  ``HELD_UP_LOOKS`` looks (:class:`_Slot`).
 * **One send per response.**  gunicorn writes the status line and headers, then the body, in
   two ``sendall`` calls (two packets, two wake-ups of the proxy); here headers go out with the
   first body chunk (:class:`CoalescedResponse`).
@@ -20,7 +25,8 @@ thread, so a slow LLM call holds one thread and nothing else.  Measured against 
   busy or not, and keeps it: with a proxy's kept-alive connections, whichever worker won the
   accept races at start-up serves them for their whole life.  Runs where one of two workers
   took all 32 connections served at half the throughput.  Here only a thread with nothing to
-  do accepts, so a busy worker leaves new connections to an idle one.
+  do accepts, one connection per event it handles, so a busy worker leaves new connections to
+  an idle one and a burst of connections is shared.
 
 Drain, ``max_requests`` and graceful shutdown keep gthread's semantics, and the hooks of
 :mod:`django_arena_scale.lifecycle.gunicorn` drive them the same way (``set_accept_enabled``,
