@@ -33,7 +33,8 @@ Drain, ``max_requests`` and graceful shutdown keep gthread's semantics, and the 
 ``accept``, ``handle_request``, ``STOP_KEEPALIVE_LINGER``).  HTTP/1.1 only (nginx speaks it to
 upstreams); a platform without epoll (macOS, BSD) gets gthread's own loop, with the one send
 per response.  ``handle_request`` follows gunicorn 27's gthread method (MIT licence), with the
-response class as the only change.
+response class as the only change; gunicorn >= 26.2 (``wsgi.create``'s ``response_class`` and
+``Response._emit_body``, which :class:`CoalescedResponse` needs, are new there).
 """
 
 from __future__ import annotations
