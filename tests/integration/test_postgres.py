@@ -9,6 +9,8 @@ reads the primary answers.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -239,6 +241,37 @@ def test_replica_killed_under_read_load_no_read_fails(
 # --- primary killed -----------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def port_kept(port: int) -> Iterator[None]:
+    """Keep the port of a killed server while it is down: every connection to it is closed at
+    once (as a dead server's would fail), and no server of a test running in parallel can take
+    the freed port meanwhile (the app would then reconnect and write to that other database:
+    it happened once in CI, a write answered 201 right after the kill)."""
+    keeper = socket.socket()
+    keeper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the dead one's TIME_WAIT
+    keeper.bind(("127.0.0.1", port))
+    keeper.listen(16)
+    keeper.settimeout(0.1)
+    done = threading.Event()
+
+    def refuse() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = keeper.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        keeper.close()
+
+
 def test_primary_killed_db_endpoints_503_fast_live_200_then_recovery(tmp_path: Path) -> None:
     with PostgresServer() as primary:
         migrate(example_env(Path("/nonexistent.sqlite3"), DATABASE_URL=primary.url))
@@ -251,19 +284,20 @@ def test_primary_killed_db_endpoints_503_fast_live_200_then_recovery(tmp_path: P
             csrf = login(client)
             post(client, csrf, "before the outage")
             primary.kill()
-            started = time.monotonic()
-            read = client.get("/api/messages/")
-            write = client.post(
-                "/api/messages/", json={"text": "lost"}, headers={"X-CSRFToken": csrf}
-            )
-            elapsed = time.monotonic() - started
-            assert (read.status_code, read.json()) == (503, DB_503)
-            assert (write.status_code, write.json()) == (503, DB_503)
-            assert read.headers["Retry-After"] == "5"
-            assert client.get("/live/").status_code == 200
-            assert client.get("/ready/").status_code == 200  # a shared dependency
-            assert client.get("/api/ping/").status_code == 200
-            print(f"\nprimary down: read + write answered 503 in {elapsed:.2f}s")
+            with port_kept(primary.port):
+                started = time.monotonic()
+                read = client.get("/api/messages/")
+                write = client.post(
+                    "/api/messages/", json={"text": "lost"}, headers={"X-CSRFToken": csrf}
+                )
+                elapsed = time.monotonic() - started
+                assert (read.status_code, read.json()) == (503, DB_503)
+                assert (write.status_code, write.json()) == (503, DB_503)
+                assert read.headers["Retry-After"] == "5"
+                assert client.get("/live/").status_code == 200
+                assert client.get("/ready/").status_code == 200  # a shared dependency
+                assert client.get("/api/ping/").status_code == 200
+                print(f"\nprimary down: read + write answered 503 in {elapsed:.2f}s")
             primary.start()  # same port and data; the app is not restarted
             _wait_until(lambda: client.get("/api/messages/").status_code == 200, 15, "recovery")
             assert "before the outage" in texts(client)
