@@ -413,14 +413,14 @@ def bench_live() -> None:
             idle_stream = _live_p99(stream.port, 100)
             held = await hold(stream.port, 400)
             busy_stream = await asyncio.to_thread(_live_p99, stream.port, 200)
-            results["gthread"] = (idle_web, busy_web, partly_web)
+            results["wsgi"] = (idle_web, busy_web, partly_web)
             results["uvicorn"] = (idle_stream, busy_stream, len(held))
             for writer in held:
                 writer.close()
             return results
 
         results = asyncio.run(run())
-    (gi, gb, gp) = results["gthread"]
+    (gi, gb, gp) = results["wsgi"]
     (ui, ub, n) = results["uvicorn"]
     print(
         f"live: WSGI replica (1 worker x 4 threads) idle p99 {gi[1]:.1f} ms; with 3 slow WSGI "

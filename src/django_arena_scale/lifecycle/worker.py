@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import select
 import socket
 import ssl
@@ -56,8 +55,6 @@ from gunicorn.http import wsgi
 from gunicorn.workers import gthread
 
 __all__ = ["ArenaThreadWorker", "CoalescedResponse"]
-
-logger = logging.getLogger(__name__)
 
 #: How long a stopping worker keeps its idle keep-alive connections (a request that arrives on
 #: one meanwhile is answered with ``Connection: close``).  ``lifecycle.gunicorn`` raises it to
@@ -197,9 +194,7 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
                 if not self.is_parent_alive():
                     break
                 self._close_idle(now)
-            self._wake.wait(WATCH_INTERVAL)
-            self._wake.clear()
-            self._watch()
+            self._turn()
 
         # Stopping: accept nothing new, finish the requests in flight, answer requests on kept
         # connections with "Connection: close" for STOP_KEEPALIVE_LINGER at most.
@@ -211,14 +206,18 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
             if time.monotonic() >= beat:
                 beat = time.monotonic() + 1.0
                 self.notify()
-            self._wake.wait(WATCH_INTERVAL)
-            self._wake.clear()
-            self._watch()
+            self._turn()
             self._close_idle(time.monotonic(), deadline=linger)
         self._close_idle(float("inf"))
         self._epoll.close()  # request threads leave on their next turn
         for listener in self.sockets:
             listener.close()
+
+    def _turn(self) -> None:
+        """Wait WATCH_INTERVAL (less when woken: stopping, a connection closed), then look."""
+        self._wake.wait(WATCH_INTERVAL)
+        self._wake.clear()
+        self._watch()
 
     def set_accept_enabled(self, enabled: bool) -> None:
         if self._epoll is None:
@@ -379,7 +378,7 @@ class ArenaThreadWorker(gthread.ThreadWorker):  # type: ignore[misc]
         self._conns.pop(fd, None)
         with contextlib.suppress(OSError, ValueError):
             self._epoll.unregister(fd)
-        conn.close(graceful=keepalive is False and not getattr(conn, "shut", False))
+        conn.close(graceful=not keepalive and not getattr(conn, "shut", False))
         if not self.alive:
             self._wake.set()  # the stopping main loop counts connections
 
